@@ -1,0 +1,54 @@
+"""The embedded default: a few-million-parameter duplex model that trains on a CPU.
+
+Everything it needs is generated (espeak-ng voices, the small world of
+`data_pipelines.world`); no download, no real corpus.
+
+  python -m data_pipelines.inspect --config=configs/tiny.py --out=/tmp/inspect
+  python -m omni_jax.benchmark --config=configs/tiny.py --what=pipeline
+
+Variants (comma-separated, e.g. `--config=configs/tiny.py:negative_ce,cross_attention`):
+  explicit | negative_ce | implicit   thinking variant (default explicit)
+  interleave | cross_attention        fusion (default interleave)
+  mamba | transformer                 encoder kind (default mamba)
+"""
+
+from configs import default
+
+VARIANTS = {
+    "explicit": ("model.thinking", "explicit"),
+    "negative_ce": ("model.thinking", "negative_ce"),
+    "implicit": ("model.thinking", "implicit"),
+    "interleave": ("model.fusion", "interleave"),
+    "cross_attention": ("model.fusion", "cross_attention"),
+    "mamba": ("model.encoder.kind", "mamba"),
+    "transformer": ("model.encoder.kind", "transformer"),
+}
+
+
+def apply_variants(config, arg, variants=VARIANTS):
+    """Applies comma-separated named variants; an unknown name is an error naming it."""
+    for name in filter(None, (arg or "").split(",")):
+        if name not in variants:
+            raise ValueError(f"unknown config variant {name!r}; known: {sorted(variants)}")
+        path, value = variants[name]
+        *parents, leaf = path.split(".")
+        node = config
+        for p in parents:
+            node = node[p]
+        node[leaf] = value
+    return config
+
+
+def get_config(arg=None):
+    c = default.get_config()
+    c.name = "tiny"
+    c.data.num_blocks = 80  # 6.4 s
+    c.data.train_dialogues = 600
+    c.data.eval_dialogues = 40
+    c.data.voices.num_user = 12
+    c.data.voices.num_eval_user = 4
+    c.data.voices.num_third = 4
+    c.data.tokenizer.vocab_size = 320
+    c.data.pipeline.batch_size = 8
+    c.train.steps = 600
+    return apply_variants(c, arg)

@@ -1,0 +1,205 @@
+"""Config validation: reject impossible settings early, naming the field.
+
+`validate(config)` is called by every entry point right after the config is loaded.
+"""
+
+from __future__ import annotations
+
+import math
+
+from data_pipelines import contract
+
+FUSIONS = ("interleave", "cross_attention")
+ENCODER_KINDS = ("mamba", "transformer")
+THINK_FORMS = ("paper", "unlikelihood")
+DTYPES = ("float32", "bfloat16")
+REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch")
+CROPS = ("start", "random")
+BAD_SAMPLE_POLICIES = ("raise", "skip")
+TOKENIZER_TYPES = ("unigram", "bpe", "word")
+SCENARIOS = ("asr", "enhancement", "target_speaker", "tts", "qa", "barge_in_ci",
+             "barge_in_echo", "barge_in_cd", "backchannel", "third_speaker", "multi_turn")
+MESH_AXES = ("data", "fsdp", "tensor")
+
+
+class ConfigError(ValueError):
+    """An impossible or unknown setting; the message names the field."""
+
+
+def _fail(field: str, msg: str):
+    raise ConfigError(f"config.{field}: {msg}")
+
+
+def _check(cond: bool, field: str, msg: str):
+    if not cond:
+        _fail(field, msg)
+
+
+def _choice(config, field: str, choices):
+    value = _get(config, field)
+    _check(value in choices, field, f"{value!r} is not one of {list(choices)}")
+
+
+def _get(config, field: str):
+    node = config
+    for part in field.split("."):
+        if part not in node:
+            _fail(field, "missing")
+        node = node[part]
+    return node
+
+
+def _positive(config, *fields: str, allow_zero: bool = False):
+    for field in fields:
+        value = _get(config, field)
+        ok = value >= 0 if allow_zero else value > 0
+        _check(ok, field, f"must be {'>= 0' if allow_zero else '> 0'}, got {value}")
+
+
+def _range(config, field: str, lo: float | None = None, hi: float | None = None):
+    value = tuple(_get(config, field))
+    _check(len(value) == 2 and value[0] <= value[1], field,
+           f"must be a (low, high) pair with low <= high, got {value}")
+    if lo is not None:
+        _check(value[0] >= lo, field, f"low end {value[0]} < {lo}")
+    if hi is not None:
+        _check(value[1] <= hi, field, f"high end {value[1]} > {hi}")
+
+
+def _probability(config, *fields: str):
+    for field in fields:
+        value = _get(config, field)
+        _check(0.0 <= value <= 1.0, field, f"must be a probability in [0, 1], got {value}")
+
+
+def timing_rules(config) -> contract.TimingRules:
+    t = config.data.timing
+    try:
+        return contract.TimingRules(
+            block_ms=config.audio.block_ms,
+            response_delay_blocks=t.response_delay_blocks,
+            synth_delay_tokens=t.synth_delay_tokens,
+            stop_delay_blocks=t.stop_delay_blocks,
+            stop_window_blocks=t.stop_window_blocks,
+            asr_lag_blocks=t.asr_lag_blocks,
+        )
+    except contract.ContractError as e:
+        raise ConfigError(f"config.data.{e}") from None
+
+
+def mesh_shape(config, num_devices: int) -> dict[str, int]:
+    """Resolves the mesh axis sizes (-1 = the rest) for `num_devices` devices."""
+    sizes = {axis: int(config.mesh[axis]) for axis in MESH_AXES}
+    free = [a for a, s in sizes.items() if s == -1]
+    if len(free) > 1:
+        _fail(f"mesh.{free[1]}", f"only one mesh axis may be -1, got {free}")
+    for axis, size in sizes.items():
+        _check(size == -1 or size >= 1, f"mesh.{axis}", f"must be >= 1 or -1, got {size}")
+    fixed = math.prod(s for s in sizes.values() if s != -1)
+    if free:
+        _check(num_devices % fixed == 0, f"mesh.{free[0]}",
+               f"{num_devices} devices are not divisible by the other axes' product {fixed}")
+        sizes[free[0]] = num_devices // fixed
+    _check(math.prod(sizes.values()) == num_devices, "mesh",
+           f"axes {sizes} need {math.prod(sizes.values())} devices, but {num_devices} exist")
+    return sizes
+
+
+def validate(config, num_devices: int | None = None):
+    """Raises ConfigError naming the first impossible field. Returns the config."""
+    # Audio and blocks.
+    _positive(config, "audio.sample_rate", "audio.block_ms", "audio.win_ms", "audio.hop_ms",
+              "audio.n_mels")
+    a = config.audio
+    try:
+        contract.samples_per_block(a.sample_rate, a.block_ms)
+    except contract.ContractError as e:
+        _fail("audio.block_ms", str(e))
+    for field in ("win_ms", "hop_ms"):
+        samples = a.sample_rate * a[field] / 1000.0
+        _check(samples == int(samples), f"audio.{field}",
+               f"{a[field]} ms is not a whole number of samples at {a.sample_rate} Hz")
+    _check(a.block_ms % a.hop_ms == 0, "audio.block_ms",
+           f"{a.block_ms} ms is not a multiple of the frame hop audio.hop_ms={a.hop_ms}")
+    _check(a.win_ms >= a.hop_ms, "audio.win_ms", f"window {a.win_ms} ms < hop {a.hop_ms} ms")
+
+    # Data.
+    d = config.data
+    _positive(config, "data.num_blocks", "data.tokens_per_block", "data.train_dialogues",
+              "data.max_text_words")
+    _positive(config, "data.prompt_len", "data.eval_dialogues", allow_zero=True)
+    _choice(config, "data.on_bad_sample", BAD_SAMPLE_POLICIES)
+    unknown = sorted(set(d.scenarios) - set(SCENARIOS))
+    _check(not unknown, "data.scenarios", f"unknown scenarios {unknown}; known {SCENARIOS}")
+    for name, weight in d.scenarios.items():
+        _check(weight >= 0, f"data.scenarios.{name}", f"weight must be >= 0, got {weight}")
+    _check(sum(d.scenarios.values()) > 0, "data.scenarios", "every weight is 0")
+    _positive(config, "data.voices.num_user", "data.voices.num_third",
+              "data.voices.num_assistant")
+    _positive(config, "data.voices.num_eval_user", allow_zero=d.eval_dialogues == 0)
+    timing_rules(config)
+    _probability(config, "data.augment.noise_prob", "data.augment.reverb_prob",
+                 "data.augment.echo_prob")
+    _range(config, "data.augment.snr_db")
+    _range(config, "data.augment.rt60_s", lo=0.0)
+    _range(config, "data.augment.echo_gain", lo=0.0)
+    _range(config, "data.augment.echo_delay_ms", lo=0.0)
+    _range(config, "data.augment.gain_db")
+    _choice(config, "data.tokenizer.model_type", TOKENIZER_TYPES)
+    reserved = 4 + len(contract.STATE_TOKENS)
+    _check(d.tokenizer.vocab_size > reserved + 26, "data.tokenizer.vocab_size",
+           f"{d.tokenizer.vocab_size} leaves no room beside {reserved} reserved tokens and "
+           "the alphabet")
+    _positive(config, "data.pipeline.batch_size")
+    _positive(config, "data.pipeline.worker_count", "data.pipeline.prefetch_buffer",
+              allow_zero=True)
+    _choice(config, "data.pipeline.crop", CROPS)
+    _check(d.pipeline.num_epochs == -1 or d.pipeline.num_epochs >= 1,
+           "data.pipeline.num_epochs", f"must be -1 or >= 1, got {d.pipeline.num_epochs}")
+
+    # Model.
+    m = config.model
+    _choice(config, "model.fusion", FUSIONS)
+    _choice(config, "model.thinking", contract.THINKING_VARIANTS)
+    _choice(config, "model.dtype", DTYPES)
+    _choice(config, "model.remat", REMAT_POLICIES)
+    _choice(config, "model.encoder.kind", ENCODER_KINDS)
+    frames_per_block = a.block_ms // a.hop_ms
+    _check(m.encoder.subsample * m.encoder.stack == frames_per_block, "model.encoder.stack",
+           f"subsample {m.encoder.subsample} x stack {m.encoder.stack} must equal the "
+           f"{frames_per_block} mel frames of one block, so that one embedding per block "
+           "reaches the LLM")
+    _check(m.encoder.kind != "transformer" or m.encoder.width % m.encoder.num_heads == 0,
+           "model.encoder.num_heads",
+           f"{m.encoder.num_heads} heads do not divide encoder width {m.encoder.width}")
+    _check(m.llm.width % m.llm.num_heads == 0, "model.llm.num_heads",
+           f"{m.llm.num_heads} heads do not divide LLM width {m.llm.width}")
+    _check((m.llm.width // m.llm.num_heads) % 2 == 0, "model.llm.num_heads",
+           "the head dimension must be even for RoPE")
+    _check(m.llm.num_heads % m.llm.num_kv_heads == 0, "model.llm.num_kv_heads",
+           f"{m.llm.num_kv_heads} kv heads do not divide {m.llm.num_heads} query heads")
+    _check(m.synth.width % m.synth.num_heads == 0, "model.synth.num_heads",
+           f"{m.synth.num_heads} heads do not divide synthesizer width {m.synth.width}")
+    layer = m.synth.llm_layer
+    _check(-m.llm.num_layers <= layer < m.llm.num_layers, "model.synth.llm_layer",
+           f"{layer} is past the LLM depth {m.llm.num_layers}")
+    _positive(config, "model.llm.lora_rank", allow_zero=True)
+
+    # Loss.
+    _choice(config, "loss.think_form", THINK_FORMS)
+    if m.thinking == "negative_ce":
+        _check(config.loss.lambda_think < 0, "loss.lambda_think",
+               f"negative_ce needs lambda_think < 0, got {config.loss.lambda_think}")
+    _positive(config, "loss.text", "loss.speech", "loss.think", "loss.shift",
+              "loss.transition", "loss.speak_head", allow_zero=True)
+
+    # Training.
+    _positive(config, "train.steps", "train.learning_rate", "train.log_every")
+    _positive(config, "train.warmup_steps", "train.weight_decay", "train.grad_clip",
+              allow_zero=True)
+    if num_devices is not None:
+        sizes = mesh_shape(config, num_devices)
+        batch_shards = sizes["data"] * sizes["fsdp"]
+        _check(d.pipeline.batch_size % batch_shards == 0, "data.pipeline.batch_size",
+               f"{d.pipeline.batch_size} is not divisible by data x fsdp = {batch_shards}")
+    return config
