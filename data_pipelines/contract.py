@@ -214,6 +214,8 @@ def validate(record: Mapping[str, Any], dims: Dims, *, batched: bool = False,
             fail(name, f"token id {int(ids.max())} >= vocab_size {vocab_size}")
 
     block_mask = arrays["block_mask"]
+    if np.any(block_mask[..., 1:] & ~block_mask[..., :-1]):
+        fail("block_mask", "real blocks must precede padding blocks")
     supervised = kinds != LabelKind.IGNORE
     if np.any(supervised & ~block_mask[..., None]):
         fail("label_kind", "supervised label on a padding block")
@@ -249,8 +251,8 @@ def validate(record: Mapping[str, Any], dims: Dims, *, batched: bool = False,
         fail("prompt_mask", "real prompt tokens must precede padding")
     if np.any(arrays["prompt_tokens"][~prompt_mask] != PAD_ID):
         fail("prompt_tokens", "padding positions must hold PAD")
-    if np.any(block_mask[..., 1:] & ~block_mask[..., :-1]):
-        fail("block_mask", "real blocks must precede padding blocks")
+    if np.any(arrays["prompt_tokens"][prompt_mask] == PAD_ID):
+        fail("prompt_tokens", "a real prompt position holds PAD")
 
 
 def empty_record(dims: Dims) -> dict[str, np.ndarray]:

@@ -1,0 +1,1 @@
+"""Audio: file I/O (io), and later the streaming log-mel frontend and the vocoders."""

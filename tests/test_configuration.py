@@ -1,0 +1,89 @@
+"""Configs load, variants apply, and the validator names the impossible field."""
+
+import pytest
+
+from configs import default, tiny
+from omni_jax import configuration
+from omni_jax.configuration import ConfigError
+
+
+def test_default_and_tiny_are_valid():
+    configuration.validate(default.get_config())
+    configuration.validate(tiny.get_config(), num_devices=8)
+
+
+@pytest.mark.parametrize("arg, field, value", [
+    ("negative_ce", "thinking", "negative_ce"),
+    ("implicit,cross_attention", "fusion", "cross_attention"),
+    ("transformer", "encoder.kind", "transformer"),
+])
+def test_tiny_variants(arg, field, value):
+    config = tiny.get_config(arg)
+    node = config.model
+    for part in field.split("."):
+        node = node[part]
+    assert node == value
+    configuration.validate(config)
+
+
+def test_unknown_variant_is_named():
+    with pytest.raises(ValueError, match="'mamba2'"):
+        tiny.get_config("mamba2")
+
+
+def _broken(mutate):
+    config = tiny.get_config()
+    mutate(config)
+    return config
+
+
+@pytest.mark.parametrize("mutate, field", [
+    (lambda c: setattr(c.audio, "block_ms", 85), "audio.block_ms"),
+    (lambda c: setattr(c.audio, "block_ms", 70), "model.encoder.stack"),
+    (lambda c: setattr(c.data, "tokens_per_block", 0), "data.tokens_per_block"),
+    (lambda c: setattr(c.model, "thinking", "telepathy"), "model.thinking"),
+    (lambda c: setattr(c.model, "fusion", "concat"), "model.fusion"),
+    (lambda c: setattr(c.model.encoder, "kind", "lstm"), "model.encoder.kind"),
+    (lambda c: setattr(c.model.llm, "num_heads", 3), "model.llm.num_heads"),
+    (lambda c: setattr(c.model.llm, "num_kv_heads", 3), "model.llm.num_kv_heads"),
+    (lambda c: setattr(c.model.synth, "llm_layer", 4), "model.synth.llm_layer"),
+    (lambda c: setattr(c.loss, "think_form", "hinge"), "loss.think_form"),
+    (lambda c: (setattr(c.model, "thinking", "negative_ce"),
+                setattr(c.loss, "lambda_think", 0.5)), "loss.lambda_think"),
+    (lambda c: setattr(c.data.timing, "stop_delay_blocks", 5), "data.timing"),
+    (lambda c: setattr(c.data.augment, "snr_db", (30.0, 5.0)), "data.augment.snr_db"),
+    (lambda c: setattr(c.data.augment, "noise_prob", 1.5), "data.augment.noise_prob"),
+    (lambda c: setattr(c.data.pipeline, "crop", "middle"), "data.pipeline.crop"),
+    (lambda c: c.data.scenarios.__setitem__("karaoke", 1.0), "data.scenarios"),
+    (lambda c: setattr(c.data.scenarios, "qa", -1.0), "data.scenarios.qa"),
+    (lambda c: setattr(c.data.tokenizer, "vocab_size", 20), "data.tokenizer.vocab_size"),
+])
+def test_impossible_settings_name_the_field(mutate, field):
+    with pytest.raises(ConfigError, match=f"config.{field}"):
+        configuration.validate(_broken(mutate))
+
+
+def test_mesh_resolution_and_mismatch():
+    config = tiny.get_config()
+    config.mesh.data, config.mesh.fsdp, config.mesh.tensor = -1, 2, 2
+    assert configuration.mesh_shape(config, 8) == {"data": 2, "fsdp": 2, "tensor": 2}
+    with pytest.raises(ConfigError, match="config.mesh.data"):
+        configuration.mesh_shape(config, 6)
+    config.mesh.data = 4
+    with pytest.raises(ConfigError, match="need 16 devices, but 8 exist"):
+        configuration.validate(config, num_devices=8)
+    config.mesh.data, config.mesh.fsdp = -1, -1
+    with pytest.raises(ConfigError, match="only one mesh axis may be -1"):
+        configuration.mesh_shape(config, 8)
+    config.mesh.data, config.mesh.fsdp, config.mesh.tensor = 3, 1, 1
+    config.data.pipeline.batch_size = 8
+    with pytest.raises(ConfigError, match="config.data.pipeline.batch_size"):
+        configuration.validate(config, num_devices=3)
+
+
+def test_timing_rules_come_from_config():
+    config = tiny.get_config()
+    config.data.timing.response_delay_blocks = 3
+    rules = configuration.timing_rules(config)
+    assert rules.response_delay_blocks == 3 and rules.block_ms == 80
+    assert rules.heard(0.159) == 1 and rules.heard(0.16) == 2
