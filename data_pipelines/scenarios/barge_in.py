@@ -1,0 +1,179 @@
+"""Scenarios where something is heard while the assistant gives a long reply.
+
+Each starts with a user question whose reply is long (6-14 words), then:
+  barge_in_ci: the user says a stop phrase ("hold on": stop), a short non-stop word ("okay":
+    keep speaking) or nothing (keep speaking).
+  barge_in_echo: the same while the microphone hears the assistant's own voice at a fixed echo
+    gain of 0, 0.1 or 1.0 and a 10-60 ms delay (`meta["echo_fixed"]`).
+  barge_in_cd: the user asks a relevant follow-up about the creature being described (stop,
+    then answer it), the user asks an off-topic question (keep speaking), or a third speaker
+    asks a relevant follow-up (keep speaking: only the user may take the turn).
+  backchannel: the user says one or two backchannels ("uh-huh"): keep speaking.
+  third_speaker: a third voice chats about something else: keep speaking.
+
+`stop_s` of a stopped reply is the end of the interrupting utterance. `meta` says
+`should_stop`, `interruption_kind` and the `interruption` text heard (None when nothing is).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from data_pipelines import timeline, voices, world
+from data_pipelines.scenarios.base import (Draft, Reply, ScenarioContext, fit_attempts,
+                                           lead_in_s, pick_voice, place_in_reply, shrink)
+from data_pipelines.timeline import AudioEvent, Timeline
+
+CI_KINDS = (("trigger", 0.5), ("non_stop", 0.3), ("none", 0.2))
+CD_KINDS = (("relevant", 0.5), ("irrelevant", 0.25), ("third_speaker", 0.25))
+ECHO_GAINS = (0.0, 0.1, 1.0)
+ECHO_DELAY_S = (0.010, 0.060)
+THIRD_GAIN = (0.4, 1.0)
+# A relevant follow-up comes in the first part of the reply, leaving time to answer it.
+FOLLOW_UP_LATEST_FRACTION = 0.5
+
+
+def draw_kind(rng: np.random.Generator, kinds: tuple[tuple[str, float], ...]) -> str:
+    names, weights = zip(*kinds)
+    return names[int(rng.choice(len(names), p=np.asarray(weights) / sum(weights)))]
+
+
+def ask_long(rng: np.random.Generator, draft: Draft, attempt: int, voice: voices.Voice,
+             creatures_only: bool = False, stopped: bool = False) -> tuple[world.QA, Reply]:
+    """The user asks a question with a long reply; returns it and the planned reply. Later
+    attempts draw shorter replies, unless the reply is `stopped` (then its length is moot)."""
+    longest = world.LONG_MAX_WORDS
+    max_words = longest if stopped else shrink(attempt, longest, world.LONG_MIN_WORDS, draft.ctx)
+    qa = world.long_qa(rng, max_words=max_words, creatures_only=creatures_only)
+    question = draft.say(timeline.USER, "question", qa.question, voice, lead_in_s(rng, attempt))
+    return qa, draft.plan_reply(qa.answer, question.end_s(draft.ctx.sample_rate))
+
+
+def interject(rng: np.random.Generator, draft: Draft, reply: Reply, role: str, kind: str,
+              text: str, voice: voices.Voice, gain: float = 1.0,
+              latest_fraction: float = 1.0) -> AudioEvent:
+    """Someone says `text` while `reply` is being spoken; returns the event."""
+    duration_s = draft.ctx.synth.say(text, voice).duration_s
+    start_s = place_in_reply(rng, reply, duration_s, latest_fraction)
+    return draft.say(role, kind, text, voice, start_s, gain)
+
+
+def qa_meta(qa: world.QA) -> dict[str, Any]:
+    return dict(question=qa.question, answer=qa.answer, topic=qa.topic)
+
+
+def _context_independent(rng, ctx: ScenarioContext, attempt: int, kind: str, echo: bool,
+                         scenario: str) -> Timeline:
+    draft = Draft(ctx)
+    voice = pick_voice(rng, ctx.user_voices)
+    qa, reply = ask_long(rng, draft, attempt, voice, stopped=kind == "trigger")
+    meta = dict(qa_meta(qa), should_stop=kind == "trigger", interruption_kind=kind,
+                interruption=None)
+    stop_s = None
+    if kind != "none":
+        text = world.interruption(rng) if kind == "trigger" else world.non_stop_word(rng)
+        event = interject(rng, draft, reply, timeline.USER, kind, text, voice)
+        meta["interruption"] = text
+        if kind == "trigger":
+            stop_s = event.end_s(ctx.sample_rate)
+    draft.speak(reply, stop_s=stop_s)
+    echo_gain = echo_delay_s = 0.0
+    if echo:
+        echo_gain = ECHO_GAINS[int(rng.integers(len(ECHO_GAINS)))]
+        echo_delay_s = float(rng.uniform(*ECHO_DELAY_S))
+        meta.update(echo_fixed=True, echo_gain=echo_gain)
+    return draft.finish(rng, scenario, world.PROMPT_DIALOGUE, meta, echo_gain=echo_gain,
+                        echo_delay_s=echo_delay_s)
+
+
+def barge_in_ci(rng: np.random.Generator, ctx: ScenarioContext) -> Timeline:
+    kind = draw_kind(rng, CI_KINDS)  # once, so that retries to fit do not skew the mixture
+    return fit_attempts(
+        "barge_in_ci",
+        lambda rng, ctx, i: _context_independent(rng, ctx, i, kind, False, "barge_in_ci"),
+        rng, ctx)
+
+
+def barge_in_echo(rng: np.random.Generator, ctx: ScenarioContext) -> Timeline:
+    kind = draw_kind(rng, CI_KINDS)
+    return fit_attempts(
+        "barge_in_echo",
+        lambda rng, ctx, i: _context_independent(rng, ctx, i, kind, True, "barge_in_echo"),
+        rng, ctx)
+
+
+def barge_in_cd(rng: np.random.Generator, ctx: ScenarioContext) -> Timeline:
+    kind = draw_kind(rng, CD_KINDS)  # once, so that retries to fit do not skew the mixture
+
+    def attempt(rng, ctx, i):
+        draft = Draft(ctx)
+        voice = pick_voice(rng, ctx.user_voices)
+        qa, reply = ask_long(rng, draft, i, voice, creatures_only=True,
+                             stopped=kind == "relevant")
+        follow = world.follow_up_qa(rng, qa.topic, max_words=shrink(i, 12, 8, ctx))
+        meta = dict(qa_meta(qa), should_stop=kind == "relevant", interruption_kind=kind)
+        if kind == "irrelevant":
+            text = world.irrelevant_question(rng, max_words=shrink(i, 6, 4, ctx))
+            interject(rng, draft, reply, timeline.USER, kind, text, voice)
+            draft.speak(reply)
+        elif kind == "third_speaker":
+            text = follow.question
+            interject(rng, draft, reply, timeline.THIRD, kind, text,
+                      pick_voice(rng, ctx.voices.third), gain=float(rng.uniform(*THIRD_GAIN)))
+            draft.speak(reply)
+        else:
+            text = follow.question
+            event = interject(rng, draft, reply, timeline.USER, kind, text, voice,
+                              latest_fraction=FOLLOW_UP_LATEST_FRACTION)
+            end_s = event.end_s(ctx.sample_rate)
+            draft.speak(reply, stop_s=end_s)
+            draft.speak(draft.plan_reply(follow.answer, end_s))
+            meta["follow_up_answer"] = follow.answer
+        meta["interruption"] = text
+        return draft.finish(rng, "barge_in_cd", world.PROMPT_DIALOGUE, meta)
+
+    return fit_attempts("barge_in_cd", attempt, rng, ctx)
+
+
+def backchannel(rng: np.random.Generator, ctx: ScenarioContext) -> Timeline:
+    def attempt(rng, ctx, i):
+        draft = Draft(ctx)
+        voice = pick_voice(rng, ctx.user_voices)
+        qa, reply = ask_long(rng, draft, i, voice)
+        said = []
+        first = world.backchannel(rng)
+        event = interject(rng, draft, reply, timeline.USER, "backchannel", first, voice,
+                          latest_fraction=0.5)
+        said.append(first)
+        second = world.backchannel(rng)
+        start_s = event.end_s(ctx.sample_rate) + float(rng.uniform(0.3, 0.8))
+        end_s = start_s + ctx.synth.say(second, voice).duration_s
+        if rng.random() < 0.5 and end_s < reply.speech_end_s - 0.3:
+            draft.say(timeline.USER, "backchannel", second, voice, start_s)
+            said.append(second)
+        draft.speak(reply)
+        meta = dict(qa_meta(qa), should_stop=False, interruption_kind="backchannel",
+                    interruption=first, backchannels=said)
+        return draft.finish(rng, "backchannel", world.PROMPT_DIALOGUE, meta)
+
+    return fit_attempts("backchannel", attempt, rng, ctx)
+
+
+def third_speaker(rng: np.random.Generator, ctx: ScenarioContext) -> Timeline:
+    def attempt(rng, ctx, i):
+        draft = Draft(ctx)
+        voice = pick_voice(rng, ctx.user_voices)
+        qa, reply = ask_long(rng, draft, i, voice)
+        text = world.chatter(rng, max_words=shrink(i, 8, 3, ctx))
+        # The chatter starts while the assistant speaks and may run on after it finishes.
+        start_s = float(rng.uniform(reply.speech_start_s + 0.25, reply.speech_end_s - 0.5))
+        draft.say(timeline.THIRD, "chatter", text, pick_voice(rng, ctx.voices.third), start_s,
+                  gain=float(rng.uniform(*THIRD_GAIN)))
+        draft.speak(reply)
+        meta = dict(qa_meta(qa), should_stop=False, interruption_kind="third_speaker",
+                    interruption=text)
+        return draft.finish(rng, "third_speaker", world.PROMPT_DIALOGUE, meta)
+
+    return fit_attempts("third_speaker", attempt, rng, ctx)

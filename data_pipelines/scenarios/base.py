@@ -1,0 +1,256 @@
+"""What every scenario generator shares: its context, a Timeline draft, and the fitting loop.
+
+A generator is `generate(rng, ctx) -> Timeline`. It writes a `Draft` (events and assistant turns
+on a continuous time axis); the draft checks as it goes that everything fits in
+`ctx.max_duration_s` (K blocks) and raises `DoesNotFit` when not. `fit_attempts` retries with a
+growing attempt index, which generators use to pick shorter content, and finally raises a
+ValueError naming the scenario.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import numpy as np
+
+from data_pipelines import contract, timeline, voices
+from data_pipelines.timeline import AssistantTurn, AudioEvent, Timeline, WordTime
+
+SPLITS = ("train", "eval")
+# Silence kept after the last sound or label, drawn per dialogue (seconds).
+TAIL_S = (0.3, 0.8)
+# A transcript's last tokens come asr_lag_blocks after its word, then a few blocks of tokens.
+ASR_TOKENS_PER_WORD = 4
+
+
+class DoesNotFit(Exception):
+    """The content drawn so far does not fit in the dialogue; draw shorter content."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ScenarioContext:
+    """Everything a scenario generator needs besides its random generator."""
+
+    synth: voices.Synthesizer
+    voices: voices.VoiceSets
+    split: str  # train: users from voices.user; eval: from voices.eval_user
+    sample_rate: int
+    max_duration_s: float  # K blocks * block_ms
+    block_ms: int
+    timing: contract.TimingRules
+    tokens_per_block: int = 1
+    max_attempts: int = 8  # draws of content before a scenario gives up
+
+    def __post_init__(self):
+        if self.split not in SPLITS:
+            raise ValueError(f"ScenarioContext.split must be one of {SPLITS}, got {self.split!r}")
+        if self.synth.sample_rate != self.sample_rate:
+            raise ValueError(f"synthesizer sample rate {self.synth.sample_rate} != "
+                             f"context sample rate {self.sample_rate}")
+        if self.timing.block_ms != self.block_ms:
+            raise ValueError(f"timing.block_ms {self.timing.block_ms} != block_ms {self.block_ms}")
+        if not self.voices.assistant:
+            raise ValueError("ScenarioContext needs at least one assistant voice")
+        if not self.user_voices or not self.voices.third:
+            raise ValueError(f"ScenarioContext ({self.split}) needs user and third voices")
+
+    @property
+    def block_s(self) -> float:
+        return self.block_ms / 1000.0
+
+    @property
+    def user_voices(self) -> tuple[voices.Voice, ...]:
+        return self.voices.user if self.split == "train" else self.voices.eval_user
+
+    @property
+    def assistant_voice(self) -> voices.Voice:
+        return self.voices.assistant[0]
+
+    def speech_start_s(self, turn_start_s: float) -> float:
+        """When the renderer starts a SPEAK turn's speech: the start transition comes
+        response_delay_blocks after the answered turn is heard, and speech with the block
+        that emits the synth_delay_tokens-th text token."""
+        t = self.timing
+        block = (t.heard(turn_start_s) + t.response_delay_blocks
+                 + t.synth_delay_tokens // self.tokens_per_block)
+        return t.block_start_s(block)
+
+    def stop_done_s(self, stop_s: float) -> float:
+        """The end of the block in which a reply stopped at `stop_s` falls silent."""
+        t = self.timing
+        return t.block_start_s(t.heard(stop_s) + t.stop_delay_blocks + 1)
+
+
+def make_context(config, split: str, synth: voices.Synthesizer | None = None
+                 ) -> ScenarioContext:
+    """A context from an ml_collections config (audio.*, data.num_blocks, data.voices.*, ...)."""
+    v = config.data.voices
+    sets = voices.voice_sets(v.num_user, v.num_eval_user, v.num_third, v.num_assistant,
+                             language=v.language, seed=config.seed)
+    if synth is None:
+        synth = voices.Synthesizer(config.audio.sample_rate, max_words=config.data.max_text_words)
+    timing = contract.TimingRules(block_ms=config.audio.block_ms, **dict(config.data.timing))
+    return ScenarioContext(
+        synth=synth, voices=sets, split=split, sample_rate=config.audio.sample_rate,
+        max_duration_s=config.data.num_blocks * config.audio.block_ms / 1000.0,
+        block_ms=config.audio.block_ms, timing=timing,
+        tokens_per_block=config.data.tokens_per_block)
+
+
+@dataclasses.dataclass(frozen=True)
+class Reply:
+    """A planned SPEAK turn: what is said, and when its speech would play."""
+
+    text: str
+    start_s: float  # the end of the turn it answers
+    utterance: voices.Utterance
+    speech_start_s: float
+
+    @property
+    def speech_end_s(self) -> float:
+        return self.speech_start_s + self.utterance.duration_s
+
+
+class Draft:
+    """A Timeline under construction that refuses content past `ctx.max_duration_s`."""
+
+    def __init__(self, ctx: ScenarioContext):
+        self.ctx = ctx
+        self.events: list[AudioEvent] = []
+        self.turns: list[AssistantTurn] = []
+        self.busy_until_s = 0.0  # the end of the last sound or label so far
+
+    def _occupy(self, end_s: float, what: str) -> None:
+        if end_s > self.ctx.max_duration_s - self.ctx.block_s:
+            raise DoesNotFit(f"{what} ends at {end_s:.2f}s")
+        self.busy_until_s = max(self.busy_until_s, end_s)
+
+    def mark(self) -> tuple[int, int, float]:
+        return len(self.events), len(self.turns), self.busy_until_s
+
+    def rollback(self, mark: tuple[int, int, float]) -> None:
+        num_events, num_turns, self.busy_until_s = mark
+        del self.events[num_events:], self.turns[num_turns:]
+
+    def add_event(self, event: AudioEvent) -> AudioEvent:
+        self._occupy(event.end_s(self.ctx.sample_rate), f"event {event.kind!r}")
+        self.events.append(event)
+        return event
+
+    def say(self, role: str, kind: str, text: str, voice: voices.Voice, start_s: float,
+            gain: float = 1.0) -> AudioEvent:
+        """A voice says `text` in the environment stream, starting at `start_s`."""
+        utt = self.ctx.synth.say(text, voice)
+        return self.add_event(AudioEvent(role=role, kind=kind, start_s=start_s, audio=utt.audio,
+                                         speaker=voice.voice_id, text=text, words=utt.words,
+                                         gain=gain))
+
+    def plan_reply(self, text: str, start_s: float,
+                   utterance: voices.Utterance | None = None) -> Reply:
+        """The assistant's reply to a turn that ends at `start_s` (its own voice by default)."""
+        if utterance is None:
+            utterance = self.ctx.synth.say(text, self.ctx.assistant_voice)
+        return Reply(text, start_s, utterance, self.ctx.speech_start_s(start_s))
+
+    def speak(self, reply: Reply, stop_s: float | None = None) -> AssistantTurn:
+        """Commits a planned reply; `stop_s` (the end of a barge-in trigger) cuts it short."""
+        if stop_s is None:
+            end_s = reply.speech_end_s + self.ctx.block_s  # the end transition follows
+        else:
+            if not reply.speech_start_s < stop_s < reply.speech_end_s:
+                raise ValueError(f"stop at {stop_s:.2f}s outside the reply's speech "
+                                 f"[{reply.speech_start_s:.2f}, {reply.speech_end_s:.2f}]s")
+            end_s = self.ctx.stop_done_s(stop_s)
+        self._occupy(end_s, f"reply {reply.text[:20]!r}")
+        turn = AssistantTurn(mode=timeline.SPEAK, text=reply.text, start_s=reply.start_s,
+                             audio=reply.utterance.audio, words=reply.utterance.words,
+                             stop_s=stop_s, speaker=reply.utterance.voice_id)
+        self.turns.append(turn)
+        return turn
+
+    def turn_end_s(self, turn: AssistantTurn) -> float:
+        """When a committed SPEAK turn falls silent."""
+        if turn.stop_s is not None:
+            return self.ctx.stop_done_s(turn.stop_s)
+        return self.ctx.speech_start_s(turn.start_s) + turn.audio.size / self.ctx.sample_rate
+
+    def transcribe(self, event: AudioEvent) -> AssistantTurn:
+        """A streaming transcript of `event`: word times made absolute (when each is heard)."""
+        words = tuple(WordTime(w.word, event.start_s + w.start_s, event.start_s + w.end_s)
+                      for w in event.words)
+        t = self.ctx.timing
+        last = t.heard(words[-1].end_s) + t.asr_lag_blocks + ASR_TOKENS_PER_WORD
+        self._occupy(t.block_start_s(last), f"transcript of {event.kind!r}")
+        turn = AssistantTurn(mode=timeline.TRANSCRIBE, text=event.text, start_s=event.start_s,
+                             words=words)
+        self.turns.append(turn)
+        return turn
+
+    def finish(self, rng: np.random.Generator, scenario: str, prompt: str,
+               meta: dict[str, Any], echo_gain: float = 0.0,
+               echo_delay_s: float = 0.0) -> Timeline:
+        """The Timeline: content plus a short silent tail, in whole blocks."""
+        ctx = self.ctx
+        end_s = self.busy_until_s + rng.uniform(*TAIL_S)
+        duration_s = min(ctx.max_duration_s, np.ceil(end_s / ctx.block_s - 1e-9) * ctx.block_s)
+        return Timeline(scenario=scenario, sample_rate=ctx.sample_rate,
+                        duration_s=float(duration_s), events=tuple(self.events),
+                        turns=tuple(self.turns), prompt=prompt, echo_gain=float(echo_gain),
+                        echo_delay_s=float(echo_delay_s), meta=dict(split=ctx.split, **meta))
+
+
+Attempt = Callable[[np.random.Generator, ScenarioContext, int], Timeline]
+
+
+def fit_attempts(name: str, attempt: Attempt, rng: np.random.Generator,
+                 ctx: ScenarioContext) -> Timeline:
+    """Runs `attempt(rng, ctx, i)` for i = 0, 1, ... until its content fits."""
+    reasons = []
+    for i in range(ctx.max_attempts):
+        try:
+            return attempt(rng, ctx, i)
+        except DoesNotFit as e:
+            reasons.append(str(e))
+    raise ValueError(f"scenario {name!r}: no content fits in max_duration_s="
+                     f"{ctx.max_duration_s:.2f}s after {ctx.max_attempts} attempts "
+                     f"(last: {reasons[-1]}); raise data.num_blocks")
+
+
+def shrink(attempt: int, longest: int, shortest: int, ctx: ScenarioContext) -> int:
+    """A word budget that falls from `longest` to `shortest` over the attempts."""
+    steps = max(1, ctx.max_attempts - 2)
+    return max(shortest, longest - round(attempt * (longest - shortest) / steps))
+
+
+def pick_voice(rng: np.random.Generator, pool: tuple[voices.Voice, ...]) -> voices.Voice:
+    return pool[int(rng.integers(len(pool)))]
+
+
+def lead_in_s(rng: np.random.Generator, attempt: int) -> float:
+    """Silence before the first sound; shorter on later attempts."""
+    return float(rng.uniform(0.1, 0.6 if attempt < 2 else 0.25))
+
+
+def pause_s(rng: np.random.Generator, attempt: int, lo: float = 0.2, hi: float = 0.9) -> float:
+    return float(rng.uniform(lo, hi if attempt < 2 else lo + 0.2 * (hi - lo)))
+
+
+# Margins that keep an interruption well inside the reply's speech, whatever the renderer's
+# exact rounding: after the speech has started, and ending before it would have ended.
+AFTER_SPEECH_START_S = 0.25
+BEFORE_SPEECH_END_S = 0.3
+
+
+def place_in_reply(rng: np.random.Generator, reply: Reply, duration_s: float,
+                   latest_fraction: float = 1.0) -> float:
+    """A start time for a `duration_s` sound heard while `reply` speaks: it starts at least
+    AFTER_SPEECH_START_S into the speech, no later than `latest_fraction` of the way through,
+    and ends BEFORE_SPEECH_END_S before the speech would end."""
+    length = reply.speech_end_s - reply.speech_start_s
+    earliest = reply.speech_start_s + max(AFTER_SPEECH_START_S, 0.1 * length)
+    latest = min(reply.speech_end_s - BEFORE_SPEECH_END_S - duration_s,
+                 reply.speech_start_s + latest_fraction * length)
+    if latest < earliest:
+        raise DoesNotFit(f"a {duration_s:.2f}s sound does not fit inside a {length:.2f}s reply")
+    return float(rng.uniform(earliest, latest))

@@ -1,0 +1,118 @@
+"""Turn-taking dialogues: one spoken question and answer, and multi-turn exchanges.
+
+qa: the user asks (a short question three times in four, else one with a long reply); the
+  assistant answers after the question ends.
+multi_turn: two or three exchanges with one user. A later question may be a follow-up about
+  the creature just discussed ("what does it eat"), which needs the earlier turns to answer.
+  A long reply may be interrupted by a stop phrase (the assistant stops and the user asks
+  again later), by a relevant follow-up (stop, then answer it), or hear a backchannel (keep
+  speaking).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from data_pipelines import timeline, world
+from data_pipelines.scenarios.barge_in import draw_kind, interject, qa_meta
+from data_pipelines.scenarios.base import (DoesNotFit, Draft, ScenarioContext, fit_attempts,
+                                           lead_in_s, pause_s, pick_voice, shrink)
+from data_pipelines.timeline import Timeline
+
+LONG_PROB = 0.25  # questions with a long reply
+FOLLOW_UP_PROB = 0.4  # a later question follows up on the creature just discussed
+INTERRUPT_PROB = 0.6  # a long reply in a multi-turn dialogue hears something
+MULTI_KINDS = (("trigger", 0.4), ("follow_up", 0.4), ("backchannel", 0.2))
+MIN_EXCHANGES, MAX_EXCHANGES = 2, 3
+
+
+def qa(rng: np.random.Generator, ctx: ScenarioContext) -> Timeline:
+    def attempt(rng, ctx, i):
+        draft = Draft(ctx)
+        voice = pick_voice(rng, ctx.user_voices)
+        if rng.random() < LONG_PROB:
+            pair = world.long_qa(rng, max_words=shrink(i, world.LONG_MAX_WORDS,
+                                                       world.LONG_MIN_WORDS, ctx))
+        else:
+            pair = world.short_qa(rng)
+        question = draft.say(timeline.USER, "question", pair.question, voice,
+                             lead_in_s(rng, i))
+        draft.speak(draft.plan_reply(pair.answer, question.end_s(ctx.sample_rate)))
+        return draft.finish(rng, "qa", world.PROMPT_DIALOGUE, qa_meta(pair))
+
+    return fit_attempts("qa", attempt, rng, ctx)
+
+
+def _next_question(rng: np.random.Generator, ctx: ScenarioContext, attempt: int,
+                   last: world.QA | None) -> world.QA:
+    """Later attempts draw shorter exchanges: fewer words, and no long replies."""
+    budget = shrink(attempt, 14, 6, ctx)  # words of question + answer
+    if (last is not None and last.topic in world.CREATURE_NAMES
+            and rng.random() < FOLLOW_UP_PROB and budget >= 8):
+        return world.follow_up_qa(rng, last.topic, exclude=last.attribute, max_words=budget)
+    if rng.random() < LONG_PROB and attempt < ctx.max_attempts // 2:
+        return world.long_qa(rng, max_words=shrink(attempt, 12, world.LONG_MIN_WORDS, ctx))
+    return world.short_qa(rng, max_words=budget)
+
+
+def _exchange(rng, draft: Draft, attempt: int, voice, start_s: float,
+              last: world.QA | None) -> tuple[list[dict], world.QA, float]:
+    """One question and what follows it; returns records, the topic QA and the end time."""
+    ctx = draft.ctx
+    pair = _next_question(rng, ctx, attempt, last)
+    question = draft.say(timeline.USER, "question", pair.question, voice, start_s)
+    reply = draft.plan_reply(pair.answer, question.end_s(ctx.sample_rate))
+    record = dict(qa_meta(pair), should_stop=False, interruption_kind="none")
+    records = [record]
+    kind = "none"
+    if pair.answer_words >= world.LONG_MIN_WORDS and rng.random() < INTERRUPT_PROB:
+        kind = draw_kind(rng, MULTI_KINDS)
+        if kind == "follow_up" and pair.topic not in world.CREATURE_NAMES:
+            kind = "trigger"
+    record["interruption_kind"] = kind
+    if kind == "none":
+        return records, pair, draft.turn_end_s(draft.speak(reply))
+    if kind == "backchannel":
+        record["interruption"] = world.backchannel(rng)
+        interject(rng, draft, reply, timeline.USER, kind, record["interruption"], voice)
+        return records, pair, draft.turn_end_s(draft.speak(reply))
+    record["should_stop"] = True
+    if kind == "trigger":
+        record["interruption"] = world.interruption(rng)
+        event = interject(rng, draft, reply, timeline.USER, kind, record["interruption"], voice)
+        draft.speak(reply, stop_s=event.end_s(ctx.sample_rate))
+        return records, pair, event.end_s(ctx.sample_rate)
+    follow = world.follow_up_qa(rng, pair.topic)
+    record["interruption"] = follow.question
+    event = interject(rng, draft, reply, timeline.USER, kind, follow.question, voice,
+                      latest_fraction=0.5)
+    end_s = event.end_s(ctx.sample_rate)
+    draft.speak(reply, stop_s=end_s)
+    answer = draft.speak(draft.plan_reply(follow.answer, end_s))
+    records.append(dict(qa_meta(follow), should_stop=False, interruption_kind="none"))
+    return records, follow, draft.turn_end_s(answer)
+
+
+def multi_turn(rng: np.random.Generator, ctx: ScenarioContext) -> Timeline:
+    def attempt(rng, ctx, i):
+        draft = Draft(ctx)
+        voice = pick_voice(rng, ctx.user_voices)
+        wanted = int(rng.integers(MIN_EXCHANGES, MAX_EXCHANGES + 1))
+        exchanges: list[dict] = []
+        last, t = None, lead_in_s(rng, i)
+        while len(exchanges) < wanted:
+            mark = draft.mark()
+            try:
+                records, last, end_s = _exchange(rng, draft, i, voice, t, last)
+            except DoesNotFit:
+                if len(exchanges) < MIN_EXCHANGES:
+                    raise
+                draft.rollback(mark)  # keep the exchanges that fit
+                break
+            exchanges += records
+            t = end_s + pause_s(rng, i)
+        meta = dict(exchanges=exchanges,
+                    should_stop=any(e["should_stop"] for e in exchanges))
+        return draft.finish(rng, "multi_turn", world.PROMPT_DIALOGUE, meta)
+
+    return fit_attempts("multi_turn", attempt, rng, ctx)

@@ -1,0 +1,85 @@
+"""voices.py: disjoint voice sets, word timings, errors for unsayable text, caching."""
+
+import numpy as np
+import pytest
+
+from data_pipelines import voices
+
+
+@pytest.fixture(scope="module")
+def sets():
+    return voices.voice_sets(num_user=12, num_eval_user=4, num_third=4, num_assistant=1)
+
+
+@pytest.fixture(scope="module")
+def synth():
+    return voices.Synthesizer(sample_rate=16000, max_words=8)
+
+
+def test_sets_are_disjoint_by_variant(sets):
+    groups = {name: getattr(sets, name) for name in ("user", "eval_user", "third", "assistant")}
+    assert {name: len(g) for name, g in groups.items()} == dict(user=12, eval_user=4, third=4,
+                                                              assistant=1)
+    variants = {name: {v.variant for v in g} for name, g in groups.items()}
+    names = list(groups)
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            assert not variants[a] & variants[b], (a, b)
+    ids = [v.voice_id for g in groups.values() for v in g]
+    assert len(ids) == len(set(ids))
+
+
+def test_assistant_variant_is_never_a_user(sets):
+    assistant = sets.assistant[0].variant
+    for seed in range(5):
+        other = voices.voice_sets(20, 6, 8, seed=seed)
+        assert other.assistant[0].variant == assistant
+        assert all(v.variant != assistant for v in other.user + other.eval_user + other.third)
+
+
+def test_voice_sets_are_deterministic_and_bounded(sets):
+    assert voices.voice_sets(12, 4, 4) == sets
+    assert voices.voice_sets(12, 4, 4, seed=1) != sets
+    with pytest.raises(voices.VoiceError, match="eval_user"):
+        voices.voice_sets(num_user=1, num_eval_user=10_000, num_third=1)
+
+
+@pytest.mark.parametrize("text", ["what is three plus four", "hello, my name is anna",
+                                  "uh-huh", "stop"])
+def test_word_timings_are_monotonic_and_inside_the_audio(synth, sets, text):
+    utt = synth.say(text, sets.user[0])
+    assert utt.audio.dtype == np.float32 and utt.audio.ndim == 1
+    assert np.max(np.abs(utt.audio)) <= 1.0 and np.max(np.abs(utt.audio)) > 0.05
+    assert utt.sample_rate == 16000 and utt.voice_id == sets.user[0].voice_id
+    assert [w.word for w in utt.words] == text.split()
+    for w in utt.words:
+        assert 0.0 <= w.start_s < w.end_s <= utt.duration_s + 1e-9
+    for a, b in zip(utt.words, utt.words[1:]):
+        assert a.start_s < b.start_s and a.end_s <= b.start_s + 1e-9
+
+
+def test_voices_sound_different(synth, sets):
+    a = synth.say("what color is the zorb", sets.user[0]).audio
+    b = synth.say("what color is the zorb", sets.assistant[0]).audio
+    n = min(a.size, b.size)
+    assert a.size != b.size or not np.allclose(a[:n], b[:n])
+
+
+@pytest.mark.parametrize("text, match", [
+    ("", "empty"), ("   ", "empty"),
+    ("one two three four five six seven eight nine", "over the limit"),
+    ("café", "cannot say"), ("number #1", "cannot say"), ("a: b", "cannot say"),
+])
+def test_unsayable_text_raises(synth, sets, text, match):
+    with pytest.raises(voices.VoiceError, match=match):
+        synth.say(text, sets.user[0])
+
+
+def test_check_sayable_returns_words():
+    assert voices.check_sayable("hi, i am ben", max_words=5) == ["hi,", "i", "am", "ben"]
+
+
+def test_cache_returns_the_same_object(synth, sets):
+    first = synth.say("hold on", sets.user[1])
+    assert synth.say("hold on", sets.user[1]) is first
+    assert synth.say("hold on", sets.user[2]) is not first
