@@ -89,9 +89,13 @@ def voice_sets(num_user: int, num_eval_user: int, num_third: int, num_assistant:
         if wanted[name] > available:
             raise VoiceError(f"data.voices: {wanted[name]} {name} voices asked for, only "
                              f"{available} distinct ones exist")
-        # Cycle through the variants first so that a small set still spans many of them.
-        out[name] = tuple(Voice(pool[i % len(pool)], *prosody[i // len(pool)], language)
-                          for i in range(wanted[name]))
+        # Voice i = a + V*b speaks variant a with prosody (a + b) mod P: a small set still
+        # spans many variants and prosodies, and no (variant, prosody) pair repeats.
+        num_variants = len(pool)
+        out[name] = tuple(
+            Voice(pool[i % num_variants],
+                  *prosody[(i % num_variants + i // num_variants) % len(prosody)], language)
+            for i in range(wanted[name]))
     return VoiceSets(**out)
 
 
@@ -184,6 +188,37 @@ def check_sayable(text: str, max_words: int, where: str = "text") -> list[str]:
     return words
 
 
+def _word_spans(text: str, words: list[str], word_events: list[tuple[int, int]],
+                scale: float, end: int) -> list[tuple[int, int]]:
+    """Sample span [start, stop) of every whitespace word, from espeak's word events.
+
+    espeak sometimes reads two words as one event ("in the") or one word as two ("uh-huh");
+    a word belongs to the last event starting at or before it, and words sharing an event
+    split its span in proportion to their length.
+    """
+    if not word_events:
+        raise VoiceError(f"espeak-ng gave no word events for {text!r}")
+    char_starts = [m.start() for m in re.finditer(r"\S+", text)]
+    event_chars = [pos - 1 for pos, _ in word_events]  # espeak positions are 1-based
+    event_samples = [min(end, int(round(sample * scale))) for _, sample in word_events]
+    owner = [max(0, int(np.searchsorted(event_chars, c, side="right")) - 1)
+             for c in char_starts]
+    groups: dict[int, list[int]] = {}
+    for word_index, event in enumerate(owner):
+        groups.setdefault(event, []).append(word_index)
+    owners = sorted(groups)
+    spans = [(0, 0)] * len(words)
+    for g, event in enumerate(owners):
+        start = event_samples[event] if g else 0
+        stop = event_samples[owners[g + 1]] if g + 1 < len(owners) else end
+        members = groups[event]
+        weights = np.cumsum([0] + [len(words[i]) for i in members], dtype=float)
+        cuts = start + np.round((stop - start) * weights / weights[-1]).astype(int)
+        for j, i in enumerate(members):
+            spans[i] = (int(cuts[j]), int(max(cuts[j + 1], cuts[j] + 1)))
+    return spans
+
+
 class Synthesizer:
     """Text + Voice -> Utterance at `sample_rate`, cached (the world repeats its phrases)."""
 
@@ -219,16 +254,12 @@ class Synthesizer:
         end = min(audio.size, loud[-1] + int(0.04 * self.sample_rate))
         audio = audio[:end]
         scale = self.sample_rate / native
-        starts = [min(end, int(round(s * scale))) for _, s in word_events]
-        if len(starts) != len(words):
-            raise VoiceError(f"voice {voice.voice_id}: {len(starts)} word events for "
-                             f"{len(words)} words in {text!r}")
+        spans = _word_spans(text, words, word_events, scale, end)
         timed = []
-        for i, word in enumerate(words):
-            stop = starts[i + 1] if i + 1 < len(words) else end
-            seg = np.flatnonzero(np.abs(audio[starts[i]:stop]) > self.silence_threshold)
-            word_end = starts[i] + (seg[-1] + 1 if seg.size else 0)
-            timed.append(WordTime(word, float(starts[i] / self.sample_rate),
-                                  float(max(word_end, starts[i] + 1) / self.sample_rate)))
+        for word, (start, stop) in zip(words, spans):
+            seg = np.flatnonzero(np.abs(audio[start:stop]) > self.silence_threshold)
+            word_end = start + (seg[-1] + 1 if seg.size else 0)
+            timed.append(WordTime(word, float(start / self.sample_rate),
+                                  float(max(word_end, start + 1) / self.sample_rate)))
         return Utterance(text=text, voice_id=voice.voice_id, audio=audio, words=tuple(timed),
                          sample_rate=self.sample_rate)

@@ -83,3 +83,21 @@ def test_cache_returns_the_same_object(synth, sets):
     first = synth.say("hold on", sets.user[1])
     assert synth.say("hold on", sets.user[1]) is first
     assert synth.say("hold on", sets.user[2]) is not first
+
+
+def test_joined_and_split_word_events_give_one_timing_per_word():
+    # espeak reads "in the" / "out of the" as one word event and "uh-huh" as two.
+    synth = voices.Synthesizer()
+    voice = voices.voice_sets(2, 1, 1).user[0]
+    for text in ("i do not know what is in the box", "uh-huh, out of the house"):
+        utterance = synth.say(text, voice)
+        assert [w.word for w in utterance.words] == text.split()
+        starts = [w.start_s for w in utterance.words]
+        assert starts == sorted(starts) and len(set(starts)) == len(starts)
+        assert all(w.start_s < w.end_s <= utterance.duration_s + 1e-9 for w in utterance.words)
+
+
+def test_small_voice_sets_vary_prosody_across_variants():
+    sets = voices.voice_sets(6, 2, 2)
+    assert len({v.variant for v in sets.user}) == 6
+    assert len({(v.pitch, v.rate) for v in sets.user}) > 1
