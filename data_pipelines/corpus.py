@@ -1,0 +1,192 @@
+"""Materialising the embedded world: dialogues, tokenizer and the on-disk corpus.
+
+  generate_dialogues(config, split, count, seed)  deterministic (key, Timeline) stream
+  build_tokenizer(config, path)                   train on world.all_texts() or load
+  corpus_fingerprint(config)                      hash of everything that shapes the corpus
+  corpus_dir(config, workdir)                     where TFDS datasets live
+  ensure_corpus(config, workdir)                  build the TFDS dataset if missing
+  prepared_builder(config, workdir)               the same, returning the TFDS builder
+
+Dialogue i of a split is generated from `np.random.default_rng([seed, split_id, i])`, so
+any dialogue can be regenerated alone and the corpus does not depend on how generation is
+parallelised. A generation error (a ValueError: an unsayable text, an impossible Timeline)
+is handled per `config.data.on_bad_sample`: `raise` names the split, dialogue index and
+scenario; `skip` drops the dialogue and counts it in `GenerationStats`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+from absl import logging
+
+from data_pipelines.timeline import Timeline
+
+SPLITS = ("train", "eval")
+SPLIT_IDS = {"train": 0, "eval": 1}
+# Fields of `config.data` that only shape reading, never the generated Timelines. Every other
+# data field (and any new one) is part of the corpus fingerprint: the world fits dialogues
+# into num_blocks, so even the block count shapes them.
+_READ_ONLY_DATA_FIELDS = ("corpus_dir", "source", "tokenizer", "pipeline")
+# Modules whose code decides what a generated dialogue holds.
+_GENERATOR_MODULES = ("world.py", "scenarios", "voices.py", "timeline.py", "serialize.py")
+
+
+class CorpusError(ValueError):
+    """A dialogue that cannot be generated; names the split, index and scenario."""
+
+
+@dataclasses.dataclass
+class GenerationStats:
+    """What a `generate_dialogues` run did (filled in as the stream is consumed)."""
+
+    generated: int = 0
+    skipped: int = 0
+    seconds: float = 0.0
+    audio_seconds: float = 0.0
+    per_scenario: dict[str, int] = dataclasses.field(default_factory=dict)
+    errors: list[str] = dataclasses.field(default_factory=list)  # the first few skip reasons
+
+    @property
+    def dialogues_per_second(self) -> float:
+        return self.generated / max(self.seconds, 1e-9)
+
+
+def split_rng(seed: int, split: str, index: int) -> np.random.Generator:
+    """The generator of dialogue `index` of `split`."""
+    if split not in SPLIT_IDS:
+        raise ValueError(f"unknown split {split!r}; known: {SPLITS}")
+    return np.random.default_rng([seed, SPLIT_IDS[split], index])
+
+
+def generate_dialogues(config, split: str, count: int, seed: int,
+                       stats: GenerationStats | None = None,
+                       start: int = 0) -> Iterator[tuple[int, Timeline]]:
+    """Yields (dialogue index, Timeline) for indices start..start+count-1 of `split`.
+
+    Skipped dialogues (policy `skip`) leave a gap in the indices and are counted in `stats`.
+    """
+    from data_pipelines import scenarios  # deferred: the world loads voices and texts
+
+    stats = stats if stats is not None else GenerationStats()
+    weights = {name: float(w) for name, w in config.data.scenarios.items()}
+    policy = config.data.on_bad_sample
+    context = scenarios.make_context(config, split)
+    for index in range(start, start + count):
+        began = time.perf_counter()
+        rng = split_rng(seed, split, index)
+        name = scenarios.sample_scenario(rng, weights)
+        try:
+            timeline = scenarios.SCENARIOS[name](rng, context)
+        except ValueError as e:
+            message = f"{split} dialogue {index} (scenario {name}): {type(e).__name__}: {e}"
+            if policy == "raise":
+                raise CorpusError(message) from e
+            stats.skipped += 1
+            if len(stats.errors) < 20:
+                stats.errors.append(message)
+            logging.warning("skipping %s", message)
+            continue
+        finally:
+            stats.seconds += time.perf_counter() - began
+        stats.generated += 1
+        stats.audio_seconds += timeline.duration_s
+        stats.per_scenario[name] = stats.per_scenario.get(name, 0) + 1
+        yield index, timeline
+
+
+def build_tokenizer(config, path: str | os.PathLike):
+    """Loads the tokenizer at `path`, or trains it on the world's text when it is missing."""
+    from data_pipelines import tokenizer as tokenizer_lib
+
+    path = Path(path)
+    if path.is_file():
+        tokenizer = tokenizer_lib.Tokenizer.load(path)
+    else:
+        from data_pipelines import world
+
+        logging.info("training a %d-piece tokenizer at %s", config.data.tokenizer.vocab_size,
+                     path)
+        tokenizer = tokenizer_lib.train_tokenizer(
+            world.all_texts(), config.data.tokenizer.vocab_size,
+            config.data.tokenizer.model_type, path)
+    if tokenizer.vocab_size > config.data.tokenizer.vocab_size:
+        raise tokenizer_lib.TokenizerError(
+            f"tokenizer {str(path)!r} has {tokenizer.vocab_size} pieces, more than "
+            f"config.data.tokenizer.vocab_size={config.data.tokenizer.vocab_size} "
+            "(a stale model? delete it to retrain)")
+    return tokenizer
+
+
+def tokenizer_path(config, workdir: str | os.PathLike) -> Path:
+    return Path(config.data.tokenizer.path or Path(workdir) / "tokenizer.model")
+
+
+def _plain(value):
+    """ConfigDict / tuples -> JSON-stable plain values."""
+    if hasattr(value, "to_dict"):
+        value = value.to_dict()
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in sorted(value.items())}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def generating_config(config) -> dict:
+    """The config fields that shape the generated Timelines, as plain JSON values."""
+    data = {k: v for k, v in _plain(config.data).items() if k not in _READ_ONLY_DATA_FIELDS}
+    return dict(seed=config.seed, audio=_plain(config.audio), data=data)
+
+
+def _code_digest() -> str:
+    """Digest of the generator code, so that a changed world never reuses a stale corpus."""
+    root = Path(__file__).parent
+    digest = hashlib.sha256()
+    for name in _GENERATOR_MODULES:
+        path = root / name
+        files = sorted(path.rglob("*.py")) if path.is_dir() else [path]
+        for file in files:
+            if file.is_file():
+                digest.update(str(file.relative_to(root)).encode())
+                digest.update(file.read_bytes())
+    return digest.hexdigest()
+
+
+def corpus_fingerprint(config) -> str:
+    """12 hex digits naming the corpus a config generates (its fields and the world's code)."""
+    text = json.dumps(dict(config=generating_config(config), code=_code_digest()),
+                      sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def corpus_dir(config, workdir: str | os.PathLike) -> Path:
+    """The TFDS data_dir of the corpus: config.data.corpus_dir, else WORKDIR/corpus."""
+    return Path(config.data.corpus_dir or Path(workdir) / "corpus")
+
+
+def prepared_builder(config, workdir: str | os.PathLike):
+    """The TFDS builder of the corpus `config` generates, built first if missing.
+
+    Only one process should build (multi-host: process 0 first, then a barrier).
+    """
+    from data_pipelines.sources import embedded  # deferred: tensorflow_datasets is slow
+
+    builder = embedded.make_builder(config, corpus_dir(config, workdir))
+    if not builder.is_prepared():
+        began = time.perf_counter()
+        embedded.prepare(builder)
+        logging.info("built corpus %s in %.1f s", builder.data_dir, time.perf_counter() - began)
+    return builder
+
+
+def ensure_corpus(config, workdir: str | os.PathLike) -> Path:
+    """Builds the embedded-world TFDS dataset unless it exists; returns its directory."""
+    return Path(prepared_builder(config, workdir).data_dir)

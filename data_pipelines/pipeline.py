@@ -1,0 +1,277 @@
+"""The Grain input pipeline: Timelines -> fixed-shape numpy batches of BlockSequences.
+
+  source (random access Timelines)
+    -> per-process shard       equal-size strided slice of record indices, disjoint per process
+    -> shuffle                 seeded, reshuffled each epoch
+    -> repeat                  num_epochs (None: forever)
+    -> render + augment        rng = default_rng([seed, RENDER_STREAM, record index, epoch])
+    -> crop/pad to K blocks    config.data.pipeline.crop
+    -> mp_prefetch             config.data.pipeline.worker_count processes (0: in-process)
+    -> count skips, batch      per-process batch = batch_size / process_count
+
+Every element's randomness depends only on (seed, record index, epoch) and the element order
+only on (seed, process), so batches are identical for any worker count. Shuffling works on
+record indices, so a Timeline is only read and deserialised when it is rendered.
+
+Batches hold the `contract.FIELD_NAMES` arrays with a leading batch dimension B, plus
+  skipped  (B,) int32: bad records dropped right before each element (`on_bad_sample=skip`);
+           `batch["skipped"].sum()` counts the batch's skips. The trainer pops it.
+and, with keep_metadata=True, `record_index` (B,) int64, `epoch` (B,) int64 and the
+`contract.METADATA_FIELDS` (`scenario`, `events`) as (B,) str arrays.
+
+A bad record (a ValueError while reading or rendering it: RecordError, RenderError, ...)
+raises `BadSampleError` naming the split, record index and scenario with
+`on_bad_sample=raise`; with `skip` it is dropped and counted as above.
+
+Grain's multiprocess workers read absl flags: entry points run under `absl.app.run`; when
+flags are not parsed (tests, notebooks) `make_dataset` marks them parsed with defaults.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import grain
+import numpy as np
+from absl import flags, logging
+
+from data_pipelines import augment as augment_lib
+from data_pipelines import contract, render
+from data_pipelines.timeline import Timeline
+from omni_jax.configuration import timing_rules
+
+RENDER_STREAM = 1  # rng stream tag of rendering (corpus generation uses split ids)
+SKIPPED = "skipped"
+_BAD = "__bad_record__"  # marker key of an element whose record was skipped
+
+
+class BadSampleError(ValueError):
+    """A record that cannot be read or rendered; names the split, record index, scenario."""
+
+
+class _RenderRecord:
+    """(position, record index) -> rendered element; pickles into Grain workers."""
+
+    def __init__(self, config, split: str, source: Sequence[Timeline], tokenizer, seed: int,
+                 shard_len: int, augment: bool, keep_metadata: bool):
+        self.source = source
+        self.split = split
+        self.tokenizer = tokenizer
+        self.seed = seed
+        self.shard_len = shard_len
+        self.keep_metadata = keep_metadata
+        self.policy = config.data.on_bad_sample
+        self.crop = config.data.pipeline.crop
+        self.thinking = config.model.thinking
+        self.dims = contract.Dims.from_config(config)
+        self.timing = timing_rules(config)
+        self.augment = (augment_lib.AugmentConfig.from_config(config) if augment
+                        else augment_lib.AugmentConfig.none())
+
+    def __call__(self, position: int, record_index: int) -> dict[str, Any]:
+        epoch = position // self.shard_len
+        rng = np.random.default_rng([self.seed, RENDER_STREAM, record_index, epoch])
+        timeline = None
+        try:
+            timeline = self.source[record_index]
+            record = render.render_fixed(
+                timeline, dims=self.dims, timing=self.timing, thinking=self.thinking,
+                tokenizer=self.tokenizer, rng=rng, augment=self.augment, crop=self.crop)
+        except ValueError as e:
+            scenario = timeline.scenario if timeline is not None else "unknown"
+            message = (f"{self.split} record {record_index} (scenario {scenario}, epoch "
+                       f"{epoch}): {type(e).__name__}: {e}")
+            if self.policy == "raise":
+                raise BadSampleError(message) from e
+            logging.warning("skipping bad %s", message)
+            return {_BAD: record_index}
+        element = {name: record[name] for name in contract.FIELD_NAMES}
+        if self.keep_metadata:
+            element.update(scenario=record["scenario"], events=record["events"],
+                           record_index=np.int64(record_index), epoch=np.int64(epoch))
+        return element
+
+
+class _CountSkipsIterDataset(grain.IterDataset):
+    """Drops skipped-record markers and writes how many preceded each element."""
+
+    def __init__(self, parent: grain.IterDataset, max_consecutive: int):
+        super().__init__(parent)
+        self._max_consecutive = max_consecutive
+
+    def __iter__(self) -> grain.DatasetIterator:
+        return _CountSkipsIterator(self._parent.__iter__(), self._max_consecutive)
+
+    def __str__(self) -> str:
+        return "CountSkipsIterDataset"
+
+
+class _CountSkipsIterator(grain.DatasetIterator):
+
+    def __init__(self, parent: grain.DatasetIterator, max_consecutive: int):
+        super().__init__(parent)
+        self._max_consecutive = max_consecutive
+        self._pending = 0  # markers seen since the last element (part of the state)
+
+    def __next__(self) -> dict[str, Any]:
+        while True:
+            element = next(self._parent)
+            if _BAD not in element:
+                element[SKIPPED] = np.int32(self._pending)
+                self._pending = 0
+                return element
+            self._pending += 1
+            if self._pending >= self._max_consecutive:
+                raise BadSampleError(f"{self._pending} consecutive records were bad (a whole "
+                                     "shard's worth): nothing left to train on")
+
+    def get_state(self) -> dict[str, Any]:
+        return dict(parent=self._parent.get_state(), pending_skips=self._pending)
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self._parent.set_state(state["parent"])
+        self._pending = int(state["pending_skips"])
+
+
+def _collate(elements: Sequence[dict[str, Any]]) -> dict[str, np.ndarray]:
+    return {key: np.stack([e[key] for e in elements]) for key in elements[0]}
+
+
+def _shard(num_records: int, process_index: int, process_count: int) -> grain.MapDataset:
+    """Record indices of this process: equal-size strided shards (drops the remainder)."""
+    if not 0 <= process_index < process_count:
+        raise ValueError(f"process_index {process_index} outside [0, {process_count})")
+    per_process = num_records // process_count
+    if per_process == 0:
+        raise ValueError(f"{num_records} records cannot feed {process_count} processes")
+    stop = per_process * process_count
+    return grain.MapDataset.range(num_records)[process_index:stop:process_count]
+
+
+def _ensure_absl_flags_parsed():
+    # Grain reads its settings from absl flags (also in its workers); outside
+    # `absl.app.run` they are unparsed, and reading them raises.
+    if not flags.FLAGS.is_parsed():
+        flags.FLAGS.mark_as_parsed()
+
+
+def make_dataset(config, split: str, tokenizer, *, seed: int, process_index: int = 0,
+                 process_count: int = 1, source: Sequence[Timeline] | None = None,
+                 num_epochs: int | None = None, keep_metadata: bool = False,
+                 augment: bool = True, workdir: str | os.PathLike | None = None,
+                 ) -> grain.IterDataset:
+    """The per-process batch stream of `split` (see the module docstring).
+
+    `source` defaults to `sources.open_source(config, workdir, split)`. `num_epochs` None
+    means `config.data.pipeline.num_epochs` (-1: forever); the last partial batch of a
+    finite run is dropped. `keep_metadata` adds record_index, epoch, scenario and events to
+    each batch; `augment=False` renders the clean environment (plus the scenario's echo).
+    An iterator state restores only into a dataset made with the same arguments and
+    worker_count (the batches themselves do not depend on worker_count).
+    """
+    p = config.data.pipeline
+    if p.batch_size % process_count:
+        raise ValueError(f"config.data.pipeline.batch_size {p.batch_size} is not divisible "
+                         f"by {process_count} processes")
+    if source is None:
+        from data_pipelines import sources
+
+        if workdir is None:
+            raise ValueError("make_dataset needs a source or a workdir to open one")
+        source = sources.open_source(config, workdir, split)
+    if num_epochs is None and p.num_epochs != -1:
+        num_epochs = p.num_epochs
+
+    indices = _shard(len(source), process_index, process_count)
+    shard_len = len(indices)
+    if p.shuffle:
+        shuffle_seed = int(np.random.SeedSequence([seed, RENDER_STREAM]).generate_state(1)[0])
+        indices = indices.shuffle(seed=shuffle_seed)
+    indices = indices.repeat(num_epochs)
+    renderer = _RenderRecord(config, split, source, tokenizer, seed, shard_len, augment,
+                             keep_metadata)
+    batch_size = p.batch_size // process_count
+    # Threads overlap the numpy work (much of it releases the GIL) with reading.
+    read_options = grain.ReadOptions(num_threads=2, prefetch_buffer_size=2 * batch_size)
+    ds = indices.map_with_index(renderer).to_iter_dataset(read_options)
+    if p.worker_count > 0:
+        _ensure_absl_flags_parsed()
+        ds = ds.mp_prefetch(grain.MultiprocessingOptions(
+            num_workers=p.worker_count,
+            per_worker_buffer_size=max(1, p.prefetch_buffer) * batch_size))
+    ds = _CountSkipsIterDataset(ds, max_consecutive=max(shard_len, 1))
+    return ds.batch(batch_size, drop_remainder=True, batch_fn=_collate)
+
+
+def _json_ready(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} in an iterator state is not JSON serialisable")
+
+
+def save_iterator_state(iterator: grain.DatasetIterator, path: str | os.PathLike) -> None:
+    """Writes the iterator's state as JSON (what grain's orbax handler stores, too)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(iterator.get_state(), default=_json_ready, indent=1))
+
+
+def restore_iterator_state(iterator: grain.DatasetIterator, path: str | os.PathLike) -> None:
+    """Sets a fresh iterator of the same dataset to resume at the saved position."""
+    iterator.set_state(json.loads(Path(path).read_text()))
+
+
+def _cpu_seconds() -> float:
+    """CPU time of this process (all threads) and of its live child processes (workers)."""
+    total = time.process_time()
+    try:
+        import psutil
+    except ImportError:
+        return total
+    for child in psutil.Process().children(recursive=True):
+        try:
+            times = child.cpu_times()
+            total += times.user + times.system
+        except psutil.Error:
+            pass
+    return total
+
+
+def pipeline_throughput(config, workdir: str | os.PathLike, num_batches: int) -> dict:
+    """Times `num_batches` train batches after one warm-up batch.
+
+    `audio_seconds` counts the real (unpadded) environment audio the batches hold.
+    Per core = that audio divided by the CPU seconds the pipeline used (this process's
+    threads plus its worker processes), so it is independent of how many cores ran.
+    """
+    from data_pipelines import corpus
+
+    tokenizer = corpus.build_tokenizer(config, corpus.tokenizer_path(config, workdir))
+    ds = make_dataset(config, "train", tokenizer, seed=config.seed, workdir=workdir)
+    iterator = iter(ds)
+    next(iterator)  # warm-up: worker start, first reads
+    wall_start, cpu_start = time.perf_counter(), _cpu_seconds()
+    real_blocks = all_blocks = skipped = 0
+    for _ in range(num_batches):
+        batch = next(iterator)
+        real_blocks += int(batch["block_mask"].sum())
+        all_blocks += batch["block_mask"].size
+        skipped += int(batch[SKIPPED].sum())
+    seconds = time.perf_counter() - wall_start
+    cpu_seconds = _cpu_seconds() - cpu_start
+    if hasattr(iterator, "close"):
+        iterator.close()
+    audio_seconds = real_blocks * config.audio.block_ms / 1000.0
+    return dict(
+        audio_seconds_per_second_per_core=audio_seconds / max(cpu_seconds, 1e-9),
+        audio_seconds_per_second=audio_seconds / seconds,
+        blocks_per_second=all_blocks / seconds,
+        cores_used=cpu_seconds / seconds,
+        audio_seconds=audio_seconds, batches=num_batches, seconds=seconds,
+        cpu_seconds=cpu_seconds, skipped=skipped, worker_count=config.data.pipeline.worker_count)
