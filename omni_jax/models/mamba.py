@@ -1,0 +1,134 @@
+"""Causal selective state-space layer (Mamba-1), one code path for training and streaming.
+
+`MambaLayer(h_BxLxD, state) -> (h_BxLxD, state)` processes L frames starting from a carried
+state: the parallel form is one call over the whole sequence from the zero state, the
+streaming form is one call per block of frames. Both use the same associative scan, seeded
+with the carried SSM state, so a chunk costs O(log L) depth.
+
+    x, z   = split(in_proj(rmsnorm(h)))             2 x inner
+    x      = silu(causal_depthwise_conv(x))         width conv_kernel, left context carried
+    dt     = softplus(dt_proj(x_proj_dt(x)) + bias) low-rank, input-dependent step
+    s_t    = exp(dt A) s_{t-1} + dt B_t x_t          A = -exp(A_log), inner x state
+    y      = (C_t . s_t + D x) * silu(z)
+    out    = h + out_proj(y)
+
+State pytree per layer: {"conv": B x (conv_kernel-1) x inner (compute dtype, the last
+pre-conv inputs), "ssm": B x inner x state_size (float32)}. The recurrence, dt and the
+exponentials always run in float32; projections run in the compute dtype. The parallel form
+materializes B x L x inner x state_size float32 tensors (a few per layer): use remat, or
+shorter sequences, at paper size.
+"""
+
+from __future__ import annotations
+
+import math
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from omni_jax.models import layers
+
+
+def selective_scan(decay_BxLxIxN: jax.Array, drive_BxLxIxN: jax.Array,
+                   ssm0_BxIxN: jax.Array) -> jax.Array:
+    """All states of s_t = decay_t * s_{t-1} + drive_t from s_{-1} = ssm0, in parallel."""
+    # Fold the carried state into the first step's drive; the scan then starts from zero.
+    drive_BxLxIxN = drive_BxLxIxN.at[:, 0].add(decay_BxLxIxN[:, 0] * ssm0_BxIxN)
+
+    def combine(earlier, later):
+        decay_a, drive_a = earlier
+        decay_b, drive_b = later
+        return decay_a * decay_b, decay_b * drive_a + drive_b
+
+    _, states_BxLxIxN = jax.lax.associative_scan(combine, (decay_BxLxIxN, drive_BxLxIxN),
+                                                 axis=1)
+    return states_BxLxIxN
+
+
+def _dt_bias_init(key, shape, dtype=jnp.float32, dt_min=1e-3, dt_max=1e-1):
+    """Bias whose softplus is log-uniform in [dt_min, dt_max] (Mamba's dt initialization)."""
+    log_dt = jax.random.uniform(key, shape, dtype, math.log(dt_min), math.log(dt_max))
+    dt = jnp.exp(log_dt)
+    return dt + jnp.log(-jnp.expm1(-dt))  # inverse softplus
+
+
+def _symmetric_uniform(limit: float):
+    def init(key, shape, dtype=jnp.float32):
+        return jax.random.uniform(key, shape, dtype, -limit, limit)
+    return init
+
+
+def _a_log_init(key, shape, dtype=jnp.float32):
+    """S4D-real: A[i, n] = -(n + 1) for every channel."""
+    del key
+    inner, state = shape
+    return jnp.broadcast_to(jnp.log(jnp.arange(1, state + 1, dtype=dtype)), (inner, state))
+
+
+class MambaLayer(nn.Module):
+    """Pre-norm residual Mamba-1 block over a chunk of frames with carried state."""
+
+    width: int
+    state_size: int = 16
+    conv_kernel: int = 4
+    expand: int = 2
+    dtype: jnp.dtype = jnp.float32
+
+    @property
+    def inner(self) -> int:
+        return self.expand * self.width
+
+    @property
+    def dt_rank(self) -> int:
+        return math.ceil(self.width / 16)
+
+    def init_state(self, batch: int) -> dict[str, jax.Array]:
+        return {
+            "conv": jnp.zeros((batch, self.conv_kernel - 1, self.inner), self.dtype),
+            "ssm": jnp.zeros((batch, self.inner, self.state_size), jnp.float32),
+        }
+
+    @nn.compact
+    def __call__(self, h_BxLxD: jax.Array, state: dict[str, jax.Array]):
+        inner, n, length = self.inner, self.state_size, h_BxLxD.shape[1]
+        x_BxLxD = layers.RMSNorm(self.dtype, name="norm")(h_BxLxD)
+        xz_BxLx2I = layers.Dense(2 * inner, ("embed", "mlp"), dtype=self.dtype,
+                                 name="in_proj")(x_BxLxD)
+        x_BxLxI, z_BxLxI = jnp.split(xz_BxLx2I, 2, axis=-1)
+
+        # Depthwise causal conv: the carried K-1 inputs are the left context of this chunk.
+        conv_init = nn.initializers.variance_scaling(1 / 3, "fan_in", "uniform", 0, 1)
+        kernel_KxI = layers.param(self, "conv_kernel", conv_init,
+                                  (self.conv_kernel, inner), ("conv", "mlp"))
+        bias_I = layers.param(self, "conv_bias", nn.initializers.zeros, (inner,), ("mlp",))
+        buf_BxCxI = jnp.concatenate([state["conv"].astype(self.dtype), x_BxLxI], axis=1)
+        conv_BxLxI = sum(buf_BxCxI[:, k:k + length] * kernel_KxI[k].astype(self.dtype)
+                         for k in range(self.conv_kernel))
+        x_BxLxI = nn.silu(conv_BxLxI + bias_I.astype(self.dtype))
+        conv_state = buf_BxCxI[:, length:]
+
+        # Input-dependent (selective) dt, B and C.
+        dbc_BxLxP = layers.Dense(self.dt_rank + 2 * n, ("mlp", None), dtype=self.dtype,
+                                 name="x_proj")(x_BxLxI)
+        dt_BxLxR, b_BxLxN, c_BxLxN = jnp.split(
+            dbc_BxLxP.astype(jnp.float32), [self.dt_rank, self.dt_rank + n], axis=-1)
+        dt_BxLxI = layers.Dense(inner, (None, "mlp"), dtype=jnp.float32, name="dt_proj",
+                                kernel_init=_symmetric_uniform(self.dt_rank ** -0.5)
+                                )(dt_BxLxR)
+        dt_bias_I = layers.param(self, "dt_bias", _dt_bias_init, (inner,), ("mlp",))
+        dt_BxLxI = jax.nn.softplus(dt_BxLxI + dt_bias_I)
+
+        a_log_IxN = layers.param(self, "A_log", _a_log_init, (inner, n), ("mlp", "state"))
+        skip_I = layers.param(self, "D", nn.initializers.ones, (inner,), ("mlp",))
+        x32_BxLxI = x_BxLxI.astype(jnp.float32)
+        decay_BxLxIxN = jnp.exp(dt_BxLxI[..., None] * -jnp.exp(a_log_IxN))
+        drive_BxLxIxN = (dt_BxLxI * x32_BxLxI)[..., None] * b_BxLxN[:, :, None, :]
+        ssm_BxLxIxN = selective_scan(decay_BxLxIxN, drive_BxLxIxN, state["ssm"])
+        y_BxLxI = jnp.einsum("blin,bln->bli", ssm_BxLxIxN, c_BxLxN) + skip_I * x32_BxLxI
+
+        y_BxLxI = y_BxLxI.astype(self.dtype) * nn.silu(z_BxLxI)
+        out_BxLxD = layers.Dense(self.width, ("mlp", "embed"), dtype=self.dtype,
+                                 name="out_proj")(y_BxLxI)
+        h_BxLxD = layers.constrain(h_BxLxD + out_BxLxD, ("batch", "length", "embed"))
+        return h_BxLxD, {"conv": conv_state, "ssm": ssm_BxLxIxN[:, -1]}
