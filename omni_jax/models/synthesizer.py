@@ -1,0 +1,173 @@
+"""The codec-free streaming synthesizer: LLM hidden states -> log-mel frames, block by block.
+
+Per 80 ms block k the input is the LLM's hidden states at that block's N token positions
+(`h_BxNxD`, from LLM layer `synth.llm_layer`, picked by the caller): embeddings, never text
+and never codec tokens. The block's N states are RMS-normalised (hidden-state scale varies
+wildly between LLMs and layers), concatenated and projected to the synthesizer width, so
+that one block is one position. A decoder of `synth.num_layers` pre-norm layers (the LLM's
+own `DecoderLayer`: grouped-query self-attention with RoPE over block indices, SwiGLU MLP)
+attends causally over blocks 0..k, and a final RMSNorm + projection gives the block's
+F = block_ms / hop_ms frames of M mel bins, in the frontend's log-mel units
+(`omni_jax.audio.frontend`).
+
+Silence at init: the output projection starts near zero (small-variance init) and its
+float32 bias starts at the frontend's log floor, log(1e-6), i.e. the log-mel of digital
+silence. An untrained synthesizer therefore says (almost) nothing, instead of noise.
+
+The start delay is not modelled here: the data's timing rules keep `speech_target` silent
+until the `synth_delay_tokens`-th text token of a turn, and the synthesizer learns the delay
+(and every pause) from those targets.
+
+Layers are `nn.scan`ned (parameters carry a leading `layers` axis) and rematerialised with
+the named policy `remat`. `step` appends one block to a fixed-size cache (`init_cache`):
+  index   int32 []          blocks written so far (also the next block's RoPE position)
+  k, v    [L,B,S,G,K]       keys/values of the L layers over S = max_blocks slots (compute
+                            dtype); a step past S overwrites the last slot (see
+                            `attention.write`), so the caller sizes S to the longest turn.
+
+Optional `synth_cfg` fields (defaults in brackets): mlp_dim [3 * width], num_kv_heads
+[num_heads], rope_theta [10000].
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from jax.sharding import PartitionSpec as P
+
+from omni_jax.audio.frontend import LOG_FLOOR
+from omni_jax.models import layers
+from omni_jax.models.attention import cached_mask, causal_mask
+from omni_jax.models.layers import DTYPES, REMAT_POLICIES
+from omni_jax.models.llm import DecoderLayer, LlmSpec
+from omni_jax.models.lora import LoraSpec
+
+Cache = dict[str, jax.Array]
+SILENCE_LOG_MEL = math.log(LOG_FLOOR)  # frontend log-mel of digital silence, -13.8
+OUT_INIT_SCALE = 1e-4  # output-kernel variance scale: init outputs within ~0.01 of silence
+
+
+class _BlockLayer(nn.Module):
+    """One scanned decoder layer over blocks: (x, cache slice) -> (x, new cache slice)."""
+
+    spec: LlmSpec
+    dtype: jnp.dtype
+
+    @nn.compact
+    def __call__(self, x_BxKxD, cache, positions_BxK, mask_BxKxS, index):
+        x_BxKxD, cache, _ = DecoderLayer(self.spec, False, self.dtype, name="layer")(
+            x_BxKxD, positions_BxK, mask_BxKxS, None, None, cache, index, None, None)
+        return x_BxKxD, cache
+
+
+class Synthesizer(nn.Module):
+    """Block-causal decoder from LLM hidden states to log-mel. `synth_cfg` is
+    `config.model.synth`; `llm_width` is D of the hidden states; each block gives
+    `frames_per_block` frames of `n_mels` bins."""
+
+    synth_cfg: Any
+    llm_width: int
+    n_mels: int
+    frames_per_block: int
+    dtype: str = "float32"
+    remat: str = "none"
+
+    def __post_init__(self):
+        super().__post_init__()
+        for name, value, known in (("dtype", self.dtype, DTYPES),
+                                   ("remat", self.remat, REMAT_POLICIES)):
+            if value not in known:
+                raise ValueError(f"model.{name}: {value!r} is not one of {list(known)}")
+        spec = self.spec
+        if spec.width % spec.num_heads or spec.head_dim % 2:
+            raise ValueError(f"model.synth.num_heads: {spec.num_heads} heads must split width "
+                             f"{spec.width} into heads of even size (RoPE)")
+        if spec.num_heads % spec.num_kv_heads:
+            raise ValueError(f"model.synth.num_kv_heads: {spec.num_kv_heads} does not divide "
+                             f"{spec.num_heads} heads")
+
+    @classmethod
+    def from_config(cls, config) -> Synthesizer:
+        m, a = config.model, config.audio
+        return cls(m.synth, m.llm.width, a.n_mels, a.block_ms // a.hop_ms, m.dtype, m.remat)
+
+    @property
+    def spec(self) -> LlmSpec:
+        """The decoder's shape, in the LLM's terms (no LoRA, no cross-attention)."""
+        c = self.synth_cfg
+        width, num_heads = int(c.width), int(c.num_heads)
+        return LlmSpec(int(c.num_layers), width, num_heads,
+                       int(c.get("num_kv_heads", num_heads)), int(c.get("mlp_dim", 3 * width)),
+                       float(c.get("rope_theta", 1e4)), max_len=0, cross_attention_every=1,
+                       lora=LoraSpec())
+
+    def setup(self):
+        spec, dtype = self.spec, DTYPES[self.dtype]
+        self.in_norm = layers.RMSNorm(dtype)
+        # Kernel N x D x W: the LLM width is left unsharded, the output follows `embed`.
+        self.in_proj = layers.Dense(spec.width, (None, None, "embed"), axis=(-2, -1),
+                                    dtype=dtype)
+        layer = _BlockLayer
+        if self.remat != "none":
+            layer = nn.remat(layer, policy=REMAT_POLICIES[self.remat], prevent_cse=False)
+        self.layers = nn.scan(
+            layer, variable_axes={"params": 0}, split_rngs={"params": True},
+            in_axes=(0,) + (nn.broadcast,) * 3, length=spec.num_layers,
+            metadata_params={nn.PARTITION_NAME: "layers"})(spec, dtype)
+        self.final_norm = layers.RMSNorm(dtype)
+        self.out_proj = layers.Dense(
+            (self.frames_per_block, self.n_mels), ("embed", None, "mel"), dtype=dtype,
+            kernel_init=nn.initializers.variance_scaling(OUT_INIT_SCALE, "fan_in", "normal"))
+        # Added in float32: bfloat16 resolves only ~0.06 at the -13.8 floor.
+        self.out_bias = self.param(
+            "out_bias", nn.with_logical_partitioning(nn.initializers.constant(SILENCE_LOG_MEL),
+                                                     (None, "mel")),
+            (self.frames_per_block, self.n_mels), jnp.float32)
+
+    def _decode(self, h_BxKxNxD, positions_BxK, mask_BxKxS, cache=None):
+        x_BxKxD = self.in_proj(self.in_norm(h_BxKxNxD.astype(DTYPES[self.dtype])))
+        x_BxKxD = layers.constrain(x_BxKxD, ("batch", "blocks", "embed"))
+        layer_cache, index = None, None
+        if cache is not None:
+            layer_cache, index = {"k": cache["k"], "v": cache["v"]}, cache["index"]
+        x_BxKxD, layer_cache = self.layers(x_BxKxD, layer_cache, positions_BxK, mask_BxKxS,
+                                           index)
+        mel_BxKxFxM = self.out_proj(self.final_norm(x_BxKxD)).astype(jnp.float32) + self.out_bias
+        return layers.constrain(mel_BxKxFxM, ("batch", "blocks", None, "mel")), layer_cache
+
+    def __call__(self, h_BxKxNxD: jax.Array) -> jax.Array:
+        """Parallel form over K blocks, causal over blocks: float32 mel_BxKxFxM."""
+        b, k = h_BxKxNxD.shape[:2]
+        positions_BxK = jnp.broadcast_to(jnp.arange(k), (b, k))
+        mel_BxKxFxM, _ = self._decode(h_BxKxNxD, positions_BxK, causal_mask(k)[None])
+        return mel_BxKxFxM
+
+    def step(self, h_BxNxD: jax.Array, cache: Cache) -> tuple[jax.Array, Cache]:
+        """Streaming form: one block -> (float32 mel_BxFxM, cache); equals `__call__`."""
+        index, num_slots = cache["index"], cache["k"].shape[2]
+        positions_Bx1 = jnp.full((h_BxNxD.shape[0], 1), index)
+        mel_Bx1xFxM, layer_cache = self._decode(h_BxNxD[:, None], positions_Bx1,
+                                                cached_mask(index, 1, num_slots), cache)
+        return mel_Bx1xFxM[:, 0], dict(layer_cache, index=index + 1)
+
+    def init_cache(self, batch: int, max_blocks: int) -> Cache:
+        """An empty cache for `max_blocks` blocks (needs no parameters)."""
+        spec = self.spec
+        kv_shape = (spec.num_layers, batch, max_blocks, spec.num_kv_heads, spec.head_dim)
+        zeros = jnp.zeros(kv_shape, DTYPES[self.dtype])
+        return {"index": jnp.zeros((), jnp.int32), "k": zeros, "v": zeros}
+
+    @staticmethod
+    def cache_axes() -> dict[str, P]:
+        """Logical partition specs of the `init_cache` entries."""
+        kv = P("layers", "batch", "blocks", "heads", "kv")
+        return {"index": P(), "k": kv, "v": kv}
+
+    def dummy_inputs(self, batch: int = 1, blocks: int = 1,
+                     tokens_per_block: int = 1) -> jax.Array:
+        """Zero hidden states of the right shape for `init`."""
+        return jnp.zeros((batch, blocks, tokens_per_block, self.llm_width))
