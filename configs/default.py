@@ -110,6 +110,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.model.encoder.expand = 2  # mamba inner expansion
     c.model.encoder.subsample = 4  # 100 Hz mel -> 25 Hz (two stride-2 convs)
     c.model.encoder.stack = 2  # frames stacked per embedding (25 Hz x 2 = one per 80 ms)
+    c.model.encoder.max_blocks = 128  # transformer kind: attention window / cache, in blocks
 
     c.model.llm = ml_collections.ConfigDict()
     c.model.llm.num_layers = 4  # decoder layers
@@ -118,7 +119,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.model.llm.num_kv_heads = 2  # key/value heads (grouped-query attention)
     c.model.llm.mlp_dim = 768  # SwiGLU hidden size
     c.model.llm.rope_theta = 10000.0  # RoPE base
-    c.model.llm.max_len = 1024  # longest position the caches hold
+    c.model.llm.max_len = 1024  # positions a serving cache holds (>= prompt + K blocks)
     c.model.llm.cross_attention_every = 2  # cross_attention fusion: every Nth layer
     c.model.llm.lora_rank = 0  # 0 = no LoRA adapters
     c.model.llm.lora_alpha = 32.0  # LoRA scaling numerator (scale = alpha / rank)
@@ -128,6 +129,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.model.synth.num_layers = 2  # synthesizer decoder layers
     c.model.synth.width = 128  # synthesizer width
     c.model.synth.num_heads = 4  # synthesizer heads
+    c.model.synth.num_kv_heads = 4  # synthesizer key/value heads
+    c.model.synth.mlp_dim = 384  # synthesizer SwiGLU hidden size
+    c.model.synth.rope_theta = 10000.0  # RoPE base over block positions
     c.model.synth.llm_layer = -1  # LLM hidden layer it reads (-1 = last)
     c.model.synth.vocoder = "griffin_lim"  # griffin_lim | neural (a trained vocoder slot)
 

@@ -180,6 +180,17 @@ def validate(config, num_devices: int | None = None):
            f"{m.llm.num_kv_heads} kv heads do not divide {m.llm.num_heads} query heads")
     _check(m.synth.width % m.synth.num_heads == 0, "model.synth.num_heads",
            f"{m.synth.num_heads} heads do not divide synthesizer width {m.synth.width}")
+    _check(m.synth.num_heads % m.synth.num_kv_heads == 0, "model.synth.num_kv_heads",
+           f"{m.synth.num_kv_heads} kv heads do not divide {m.synth.num_heads} heads")
+    _check(m.fusion != "cross_attention" or m.llm.num_layers % m.llm.cross_attention_every == 0,
+           "model.llm.cross_attention_every",
+           f"{m.llm.cross_attention_every} does not divide num_layers {m.llm.num_layers}")
+    per_block = d.tokens_per_block + (2 if m.fusion == "interleave" else 0)
+    needed = d.prompt_len + d.num_blocks * per_block
+    _check(m.llm.max_len >= needed, "model.llm.max_len",
+           f"{m.llm.max_len} positions cannot hold the prompt and {d.num_blocks} blocks "
+           f"({needed} positions)")
+    _positive(config, "model.encoder.max_blocks", "model.synth.mlp_dim")
     layer = m.synth.llm_layer
     _check(-m.llm.num_layers <= layer < m.llm.num_layers, "model.synth.llm_layer",
            f"{layer} is past the LLM depth {m.llm.num_layers}")

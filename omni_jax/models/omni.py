@@ -1,0 +1,258 @@
+"""The duplex model: frontend -> encoder -> connector -> LLM -> synthesizer, one block at a
+time, and the same computation over a whole sequence.
+
+`OmniModel` is a Flax Linen module; `DuplexModel` wraps it in the functional interface the
+rest of the stack uses (DESIGN.md, "The step function is the model"):
+
+  carry = dm.init_state(params, prompt_tokens_BxP)        # streaming state, prompt cached
+  carry, out = dm.step(params, carry, block)              # one 80 ms block
+  out_BxK = dm.scan_forward(params, batch)                # lax.scan of `step` over K blocks
+  out_BxK = dm.parallel_forward(params, batch)            # the fast training path
+
+`block` holds `env_audio` BxS, `asst_audio` BxS and `tokens` BxN (the contract's fields at
+one block); `batch` holds the same fields over K blocks plus `prompt_tokens` BxP. Outputs:
+  logits     ..xNxV  next-token logits at the block's N token positions
+  mel        ..xFxM  the synthesizer's log-mel frames for the block
+  speak_logit ..     the implicit variant's speak/listen logit (0 for the other variants)
+All three forms agree to float tolerance (tests/test_omni.py).
+
+Sequence layout. Prompt positions 0..P-1 come first (PAD positions included, in every
+form, so that training and serving see the same sequence). Then per block k:
+  interleave       [env_k, asst_k, tok_k1..tok_kN]   (2+N positions; v2)
+  cross_attention  [tok_k1..tok_kN] with memory [env_k, asst_k] appended for block k (v1)
+Both audio streams go through the same encoder (shared weights, separate states).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from omni_jax.audio.frontend import LogMelFrontend
+from omni_jax.models import layers
+from omni_jax.models.attention import causal_mask
+from omni_jax.models.encoder import StreamingEncoder
+from omni_jax.models.llm import LLM
+from omni_jax.models.synthesizer import Synthesizer
+
+NUM_STREAMS = 2  # environment, assistant
+
+
+class Connector(nn.Module):
+    """Two-layer MLP from encoder width to LLM width."""
+
+    width: int
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x_BxKxE: jax.Array) -> jax.Array:
+        h = layers.Dense(self.width, ("embed", "mlp"), use_bias=True, dtype=self.dtype,
+                         name="fc1")(x_BxKxE)
+        h = nn.gelu(h)
+        return layers.Dense(self.width, ("mlp", "embed"), use_bias=True, dtype=self.dtype,
+                            name="fc2")(h)
+
+
+class OmniModel(nn.Module):
+    """All trainable parts. `config` is a FrozenConfigDict (hashable)."""
+
+    config: Any
+
+    def setup(self):
+        parts = _parts(self.config)
+        self.frontend = parts["frontend"]
+        self.encoder, self.llm, self.synth = parts["encoder"], parts["llm"], parts["synth"]
+        m = self.config.model
+        dtype = layers.compute_dtype(m.dtype)
+        self.connector = Connector(m.llm.width, dtype)
+        if m.thinking == "implicit":
+            self.speak_head = layers.Dense(1, ("embed", None), use_bias=True, dtype=dtype)
+
+    # ---- shapes ---------------------------------------------------------------------------
+
+    @property
+    def interleave(self) -> bool:
+        return self.config.model.fusion == "interleave"
+
+    @property
+    def positions_per_block(self) -> int:
+        return positions_per_block(self.config)
+
+    def _speak_logit(self, hidden_BxKxNxD: jax.Array) -> jax.Array:
+        """Implicit variant: a speak/listen logit from the block's last token position."""
+        if self.config.model.thinking != "implicit":
+            return jnp.zeros(hidden_BxKxNxD.shape[:2], jnp.float32)
+        return self.speak_head(hidden_BxKxNxD[:, :, -1])[..., 0].astype(jnp.float32)
+
+    def _embed_audio(self, emb_SBxKxE: jax.Array, batch: int):
+        """Encoder output for both streams (stacked on batch) -> env, asst at LLM width."""
+        x_SBxKxD = self.connector(emb_SBxKxE)
+        return x_SBxKxD[:batch], x_SBxKxD[batch:]
+
+    # ---- parallel form --------------------------------------------------------------------
+
+    def __call__(self, env_audio_BxKxS, asst_audio_BxKxS, tokens_BxKxN, prompt_tokens_BxP):
+        b, k, s = env_audio_BxKxS.shape
+        n, p = tokens_BxKxN.shape[2], prompt_tokens_BxP.shape[1]
+        audio_SBxT = jnp.concatenate([env_audio_BxKxS, asst_audio_BxKxS]).reshape(-1, k * s)
+        env_BxKxD, asst_BxKxD = self._embed_audio(self.encoder(self.frontend(audio_SBxT)), b)
+        tok_BxKxNxD = self.llm.embed(tokens_BxKxN.reshape(b, k * n)).reshape(b, k, n, -1)
+        prompt_BxPxD = self.llm.embed(prompt_tokens_BxP)
+        per_block = self.positions_per_block
+        length = p + k * per_block
+        positions_BxT = jnp.broadcast_to(jnp.arange(length), (b, length))
+        mask_1xTxT = causal_mask(length)[None]
+        if self.interleave:
+            blocks_BxKxLxD = jnp.concatenate(
+                [env_BxKxD[:, :, None], asst_BxKxD[:, :, None].astype(env_BxKxD.dtype),
+                 tok_BxKxNxD.astype(env_BxKxD.dtype)], axis=2)
+            memory, memory_mask = None, None
+        else:
+            blocks_BxKxLxD = tok_BxKxNxD
+            # Memory entry j belongs to block j // 2; a block-k position sees blocks 0..k.
+            memory = jnp.stack([env_BxKxD, asst_BxKxD], axis=2).reshape(b, k * NUM_STREAMS, -1)
+            block_T = jnp.concatenate([jnp.full((p,), -1), jnp.repeat(jnp.arange(k), n)])
+            memory_block_M = jnp.repeat(jnp.arange(k), NUM_STREAMS)
+            memory_mask = (block_T[:, None] >= memory_block_M[None, :])[None]
+        x_BxTxD = jnp.concatenate(
+            [prompt_BxPxD.astype(blocks_BxKxLxD.dtype),
+             blocks_BxKxLxD.reshape(b, k * per_block, -1)], axis=1)
+        logits_BxTxV, hidden_BxTxD = self.llm(x_BxTxD, positions_BxT, mask_1xTxT, memory,
+                                              memory_mask)
+        # Keep the block's token positions: the last N of each block.
+        def tokens_of(x_BxTxC):
+            return x_BxTxC[:, p:].reshape(b, k, per_block, -1)[:, :, per_block - n:]
+
+        hidden_BxKxNxD = tokens_of(hidden_BxTxD)
+        return dict(logits=tokens_of(logits_BxTxV), mel=self.synth(hidden_BxKxNxD),
+                    speak_logit=self._speak_logit(hidden_BxKxNxD))
+
+    # ---- streaming form -------------------------------------------------------------------
+
+    def prompt(self, carry: dict, prompt_tokens_BxP: jax.Array) -> dict:
+        """Runs the text prompt through the LLM, filling its cache."""
+        b, p = prompt_tokens_BxP.shape
+        positions_BxP = jnp.broadcast_to(carry["llm"]["index"] + jnp.arange(p), (b, p))
+        _, _, llm_cache = self.llm.step(self.llm.embed(prompt_tokens_BxP), positions_BxP,
+                                        carry["llm"])
+        return dict(carry, llm=llm_cache)
+
+    def step(self, carry: dict, env_audio_BxS, asst_audio_BxS, tokens_BxN):
+        """One block through every part; returns (carry, outputs of the block)."""
+        b, n = tokens_BxN.shape
+        mel_SBxFxM, frontend_state = self.frontend.step(
+            jnp.concatenate([env_audio_BxS, asst_audio_BxS]), carry["frontend"])
+        emb_SBx1xE, encoder_state = self.encoder.step(mel_SBxFxM, carry["encoder"])
+        env_Bx1xD, asst_Bx1xD = self._embed_audio(emb_SBx1xE, b)
+        tok_BxNxD = self.llm.embed(tokens_BxN)
+        per_block = self.positions_per_block
+        positions_BxL = jnp.broadcast_to(carry["llm"]["index"] + jnp.arange(per_block),
+                                         (b, per_block))
+        if self.interleave:
+            x_BxLxD = jnp.concatenate([env_Bx1xD, asst_Bx1xD.astype(env_Bx1xD.dtype),
+                                       tok_BxNxD.astype(env_Bx1xD.dtype)], axis=1)
+            new_memory = None
+        else:
+            x_BxLxD = tok_BxNxD
+            new_memory = jnp.concatenate([env_Bx1xD, asst_Bx1xD], axis=1)
+        logits_BxLxV, hidden_BxLxD, llm_cache = self.llm.step(x_BxLxD, positions_BxL,
+                                                              carry["llm"], new_memory)
+        hidden_BxNxD = hidden_BxLxD[:, per_block - n:]
+        mel_BxFxM, synth_cache = self.synth.step(hidden_BxNxD, carry["synth"])
+        outputs = dict(logits=logits_BxLxV[:, per_block - n:], mel=mel_BxFxM,
+                       speak_logit=self._speak_logit(hidden_BxNxD[:, None])[:, 0])
+        carry = dict(frontend=frontend_state, encoder=encoder_state, llm=llm_cache,
+                     synth=synth_cache)
+        return carry, outputs
+
+
+def positions_per_block(config) -> int:
+    """LLM positions per block: [env, asst, N tokens] (interleave) or N (cross_attention)."""
+    n = config.data.tokens_per_block
+    return NUM_STREAMS + n if config.model.fusion == "interleave" else n
+
+
+def _parts(config) -> dict:
+    """The sub-models, unbound; `setup` binds them, `init_carry` uses their shapes."""
+    m = config.model
+    return dict(
+        frontend=LogMelFrontend.from_config(config),
+        encoder=StreamingEncoder.from_config(config),
+        # Memory entries are connector outputs (LLM width) in the cross_attention fusion.
+        llm=LLM(m.llm, config.data.tokenizer.vocab_size, m.dtype, m.remat, m.fusion,
+                memory_dim=m.llm.width, hidden_layer=m.synth.llm_layer),
+        synth=Synthesizer.from_config(config),
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class DuplexModel:
+    """The functional interface: pure functions of (params, ...), jit- and scan-friendly."""
+
+    config: ml_collections.FrozenConfigDict
+
+    @classmethod
+    def from_config(cls, config) -> DuplexModel:
+        return cls(ml_collections.FrozenConfigDict(config))
+
+    @property
+    def module(self) -> OmniModel:
+        return OmniModel(self.config)
+
+    def dummy_batch(self, batch: int = 1, num_blocks: int = 2) -> dict:
+        """Zero inputs of the contract's shapes (for `init` and shape checks)."""
+        c = self.config
+        s = c.audio.sample_rate * c.audio.block_ms // 1000
+        return dict(env_audio=jnp.zeros((batch, num_blocks, s)),
+                    asst_audio=jnp.zeros((batch, num_blocks, s)),
+                    tokens=jnp.zeros((batch, num_blocks, c.data.tokens_per_block), jnp.int32),
+                    prompt_tokens=jnp.zeros((batch, c.data.prompt_len), jnp.int32))
+
+    def init(self, rng: jax.Array, num_blocks: int = 2) -> dict:
+        """Parameters (a `{'params': ...}` collection with logical-axis boxes)."""
+        return self.module.init(rng, **_inputs(self.dummy_batch(1, num_blocks)))
+
+    def init_carry(self, batch: int, num_blocks: int) -> dict:
+        """Zero streaming state for `num_blocks` blocks after the prompt (no parameters,
+        plain modules built outside any Flax context)."""
+        c = self.config
+        parts = _parts(c)
+        both = NUM_STREAMS * batch
+        max_len = c.data.prompt_len + num_blocks * positions_per_block(c)
+        return dict(
+            frontend=parts["frontend"].init_state(both),
+            encoder=parts["encoder"].init_state(both),
+            llm=parts["llm"].init_cache(batch, max_len=max_len,
+                                        max_memory=NUM_STREAMS * num_blocks),
+            synth=parts["synth"].init_cache(batch, num_blocks),
+        )
+
+    def parallel_forward(self, params, batch: dict) -> dict:
+        return self.module.apply(params, **_inputs(batch))
+
+    def init_state(self, params, prompt_tokens_BxP: jax.Array, num_blocks: int) -> dict:
+        carry = self.init_carry(prompt_tokens_BxP.shape[0], num_blocks)
+        return self.module.apply(params, carry, prompt_tokens_BxP, method=OmniModel.prompt)
+
+    def step(self, params, carry: dict, block: dict) -> tuple[dict, dict]:
+        return self.module.apply(params, carry, block["env_audio"], block["asst_audio"],
+                                 block["tokens"], method=OmniModel.step)
+
+    def scan_forward(self, params, batch: dict) -> dict:
+        """`step` scanned over the K blocks with teacher forcing; outputs batch-major."""
+        num_blocks = batch["tokens"].shape[1]
+        carry = self.init_state(params, batch["prompt_tokens"], num_blocks)
+        blocks_K = {name: jnp.moveaxis(batch[name], 1, 0)
+                    for name in ("env_audio", "asst_audio", "tokens")}
+        _, outputs_K = jax.lax.scan(lambda c, blk: self.step(params, c, blk), carry, blocks_K)
+        return jax.tree.map(lambda x: jnp.moveaxis(x, 0, 1), outputs_K)
+
+
+def _inputs(batch: dict) -> dict:
+    return dict(env_audio_BxKxS=batch["env_audio"], asst_audio_BxKxS=batch["asst_audio"],
+                tokens_BxKxN=batch["tokens"], prompt_tokens_BxP=batch["prompt_tokens"])
