@@ -214,8 +214,10 @@ class DuplexModel:
                     prompt_tokens=jnp.zeros((batch, c.data.prompt_len), jnp.int32))
 
     def init(self, rng: jax.Array, num_blocks: int = 2) -> dict:
-        """Parameters (a `{'params': ...}` collection with logical-axis boxes)."""
-        return self.module.init(rng, **_inputs(self.dummy_batch(1, num_blocks)))
+        """Parameters (a `{'params': ...}` collection with logical-axis boxes). Jitted:
+        eager initialisation dispatches thousands of small ops (20 s against 6 s on CPU)."""
+        inputs = _inputs(self.dummy_batch(1, num_blocks))
+        return jax.jit(lambda key: self.module.init(key, **inputs))(rng)
 
     def init_carry(self, batch: int, num_blocks: int) -> dict:
         """Zero streaming state for `num_blocks` blocks after the prompt (no parameters,

@@ -158,8 +158,10 @@ class Synthesizer(nn.Module):
         """An empty cache for `max_blocks` blocks (needs no parameters)."""
         spec = self.spec
         kv_shape = (spec.num_layers, batch, max_blocks, spec.num_kv_heads, spec.head_dim)
-        zeros = jnp.zeros(kv_shape, DTYPES[self.dtype])
-        return {"index": jnp.zeros((), jnp.int32), "k": zeros, "v": zeros}
+        dtype = DTYPES[self.dtype]
+        # Separate buffers for k and v: a donated carry must not hold one buffer twice.
+        return {"index": jnp.zeros((), jnp.int32), "k": jnp.zeros(kv_shape, dtype),
+                "v": jnp.zeros(kv_shape, dtype)}
 
     @staticmethod
     def cache_axes() -> dict[str, P]:
