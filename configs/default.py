@@ -157,10 +157,37 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.train.log_every = 10  # steps between progress lines
     c.train.eval_every = 500  # steps between evaluations
     c.train.checkpoint_every = 200  # steps between checkpoints
+    c.train.max_consecutive_nonfinite = 10  # non-finite steps in a row before the run stops
+
+    # ---- checkpoints --------------------------------------------------------------------
+    c.checkpoint = ml_collections.ConfigDict()
+    c.checkpoint.keep_last = 3  # newest checkpoints kept
+    c.checkpoint.keep_every = 0  # also keep every Nth step forever (0 = none)
+    c.checkpoint.async_save = True  # write in the background while training goes on
 
     # ---- parallelism --------------------------------------------------------------------
     c.mesh = ml_collections.ConfigDict()
     c.mesh.data = -1  # data-parallel axis size (-1 = the rest of the devices)
     c.mesh.fsdp = 1  # fully-sharded data-parallel axis size
     c.mesh.tensor = 1  # tensor-parallel axis size
+    # Logical axis -> mesh axes (None = replicated). Parallelism is data, not code.
+    c.mesh.rules = (
+        ("batch", ("data", "fsdp")),
+        ("embed", "fsdp"),
+        ("mlp", "tensor"),
+        ("heads", "tensor"),
+        ("kv", None),
+        ("vocab", "tensor"),
+        ("layers", None),
+        ("length", None),
+        ("blocks", None),
+        ("state", None),
+        ("conv", None),
+        ("mel", None),
+    )
+    c.distributed = ml_collections.ConfigDict()
+    c.distributed.initialize = False  # call jax.distributed.initialize() (multi-host)
+    c.distributed.coordinator_address = ""  # host:port; "" = auto-detect (Slurm, TPU, GKE)
+    c.distributed.num_processes = 0  # 0 = auto-detect
+    c.distributed.process_id = -1  # -1 = auto-detect
     return c
