@@ -97,3 +97,43 @@ def test_tiny_is_a_few_million_parameters():
     shapes = jax.eval_shape(dm.init, jax.random.key(0))
     count = sum(x.size for x in jax.tree.leaves(shapes))
     assert 2e6 < count < 10e6
+
+
+@pytest.mark.parametrize("field, value, named", [
+    ("model.llm.num_heads", 3, "config.model.llm.num_heads"),
+    ("model.synth.llm_layer", 7, "config.model.synth.llm_layer"),
+    ("audio.block_ms", 85, "config.audio.block_ms"),
+])
+def test_impossible_shapes_fail_at_construction(field, value, named):
+    from omni_jax.configuration import ConfigError
+
+    config = tiny.get_config()
+    *parents, leaf = field.split(".")
+    node = config
+    for p in parents:
+        node = node[p]
+    node[leaf] = value
+    with pytest.raises(ConfigError, match=named):
+        DuplexModel.from_config(config)
+
+
+def test_every_parameter_has_logical_axes_and_bf16_keeps_f32_params():
+    import flax.linen as nn
+
+    config = _small("interleave,mamba,implicit")
+    config.model.dtype = "bfloat16"
+    dm = DuplexModel.from_config(config)
+    boxed = jax.eval_shape(dm.init, jax.random.key(0))
+    leaves = jax.tree.leaves(boxed, is_leaf=lambda x: isinstance(x, nn.Partitioned))
+    assert leaves and all(isinstance(x, nn.LogicallyPartitioned) for x in leaves)
+    assert all(len(x.names) == x.value.ndim for x in leaves)
+    assert all(x.value.dtype == jnp.float32 for x in leaves)
+    params = dm.init(jax.random.key(0))
+    batch = _batch(dm)
+    parallel = jax.jit(dm.parallel_forward)(params, batch)
+    scanned = jax.jit(dm.scan_forward)(params, batch)
+    assert parallel["logits"].dtype == jnp.float32
+    assert np.all(np.isfinite(np.asarray(parallel["logits"])))
+    # bf16 rounding differs between the forms; they still agree loosely.
+    np.testing.assert_allclose(np.asarray(parallel["mel"]), np.asarray(scanned["mel"]),
+                               atol=0.1)

@@ -33,6 +33,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from omni_jax import configuration
 from omni_jax.audio.frontend import LogMelFrontend
 from omni_jax.models import layers
 from omni_jax.models.attention import causal_mask
@@ -198,6 +199,8 @@ class DuplexModel:
 
     @classmethod
     def from_config(cls, config) -> DuplexModel:
+        """Validates the config first: impossible shapes fail here, naming the field."""
+        configuration.validate(config)
         return cls(ml_collections.FrozenConfigDict(config))
 
     @property

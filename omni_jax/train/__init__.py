@@ -1,0 +1,1 @@
+"""Training: losses, optimizer, metrics, sharding, checkpoints and the train loop."""
