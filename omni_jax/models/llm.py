@@ -35,17 +35,11 @@ import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
 
 from omni_jax.models.attention import CrossAttention, SelfAttention, cached_mask
+from omni_jax.models.layers import DTYPES, REMAT_POLICIES
 from omni_jax.models.lora import LoraDense, LoraSpec
 
 Cache = dict[str, jax.Array]
 FUSIONS = ("interleave", "cross_attention")
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
-REMAT_POLICIES = {
-    "none": None,
-    "full": jax.checkpoint_policies.nothing_saveable,
-    "dots": jax.checkpoint_policies.checkpoint_dots,
-    "dots_no_batch": jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims,
-}
 NORM_EPS = 1e-5
 
 
