@@ -110,6 +110,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.model.encoder.expand = 2  # mamba inner expansion
     c.model.encoder.subsample = 4  # 100 Hz mel -> 25 Hz (two stride-2 convs)
     c.model.encoder.stack = 2  # frames stacked per embedding (25 Hz x 2 = one per 80 ms)
+    c.model.encoder.scan = "associative"  # mamba scan: associative (accelerators) | sequential
     c.model.encoder.max_blocks = 128  # transformer kind: attention window / cache, in blocks
 
     c.model.llm = ml_collections.ConfigDict()

@@ -51,4 +51,5 @@ def get_config(arg=None):
     c.data.tokenizer.vocab_size = 320
     c.data.pipeline.batch_size = 8
     c.train.steps = 600
+    c.model.encoder.scan = "sequential"  # ~2x faster than associative on a CPU
     return apply_variants(c, arg)

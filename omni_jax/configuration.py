@@ -11,6 +11,7 @@ from data_pipelines import contract
 
 FUSIONS = ("interleave", "cross_attention")
 ENCODER_KINDS = ("mamba", "transformer")
+MAMBA_SCANS = ("associative", "sequential")
 THINK_FORMS = ("paper", "unlikelihood")
 DTYPES = ("float32", "bfloat16")
 REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch")
@@ -164,6 +165,7 @@ def validate(config, num_devices: int | None = None):
     _choice(config, "model.dtype", DTYPES)
     _choice(config, "model.remat", REMAT_POLICIES)
     _choice(config, "model.encoder.kind", ENCODER_KINDS)
+    _choice(config, "model.encoder.scan", MAMBA_SCANS)
     frames_per_block = a.block_ms // a.hop_ms
     _check(m.encoder.subsample * m.encoder.stack == frames_per_block, "model.encoder.stack",
            f"subsample {m.encoder.subsample} x stack {m.encoder.stack} must equal the "

@@ -70,8 +70,9 @@ def _naive_mamba(p, h_BxLxD, eps=1e-6):
     return h + y @ p["out_proj"]["kernel"]
 
 
-def test_mamba_layer_matches_naive_recurrence_and_chunks():
-    layer = MambaLayer(width=16, state_size=4, conv_kernel=4, expand=2)
+@pytest.mark.parametrize("scan", ["associative", "sequential"])
+def test_mamba_layer_matches_naive_recurrence_and_chunks(scan):
+    layer = MambaLayer(width=16, state_size=4, conv_kernel=4, expand=2, scan=scan)
     h_BxLxD = jax.random.normal(jax.random.key(0), (B, 12, 16))
     params = nn.unbox(jax.jit(layer.init)(jax.random.key(1), h_BxLxD, layer.init_state(B)))
     apply = jax.jit(layer.apply)

@@ -50,6 +50,7 @@ class StreamingEncoder(nn.Module):
     dtype: str = "float32"
     remat: str = "none"
     max_blocks: int = 128  # transformer: attention window and KV-cache length, in blocks
+    scan: str = "associative"  # mamba: selective-scan implementation (see mamba.py)
 
     @classmethod
     def from_config(cls, config, **overrides) -> StreamingEncoder:
@@ -60,8 +61,9 @@ class StreamingEncoder(nn.Module):
                       conv_kernel=e.conv_kernel, expand=e.expand, subsample=e.subsample,
                       stack=e.stack, n_mels=config.audio.n_mels, dtype=config.model.dtype,
                       remat=config.model.remat)
-        if "max_blocks" in e:
-            fields["max_blocks"] = e.max_blocks
+        for optional in ("max_blocks", "scan"):
+            if optional in e:
+                fields[optional] = e[optional]
         return cls(**{**fields, **overrides})
 
     @property
@@ -82,7 +84,7 @@ class StreamingEncoder(nn.Module):
         if self.kind == "mamba":
             return MambaLayer, dict(width=self.width, state_size=self.state_size,
                                     conv_kernel=self.conv_kernel, expand=self.expand,
-                                    dtype=dtype)
+                                    dtype=dtype, scan=self.scan)
         if self.kind == "transformer":
             return TransformerLayer, dict(width=self.width, num_heads=self.num_heads,
                                           frames_per_block=self.stack,

@@ -30,9 +30,29 @@ import jax.numpy as jnp
 from omni_jax.models import layers
 
 
+SCANS = ("associative", "sequential")
+
+
 def selective_scan(decay_BxLxIxN: jax.Array, drive_BxLxIxN: jax.Array,
-                   ssm0_BxIxN: jax.Array) -> jax.Array:
-    """All states of s_t = decay_t * s_{t-1} + drive_t from s_{-1} = ssm0, in parallel."""
+                   ssm0_BxIxN: jax.Array, impl: str = "associative") -> jax.Array:
+    """All states of s_t = decay_t * s_{t-1} + drive_t from s_{-1} = ssm0.
+
+    impl="associative": O(log L) depth, the accelerator path. impl="sequential": a
+    lax.scan over time; on a CPU its forward+backward is ~2x faster (measured at
+    B=16, L=160, inner=256, state=16). Both give the same states to float tolerance.
+    """
+    if impl == "sequential":
+        def advance(ssm_BxIxN, step):
+            decay, drive = step
+            ssm_BxIxN = decay * ssm_BxIxN + drive
+            return ssm_BxIxN, ssm_BxIxN
+
+        _, states_LxBxIxN = jax.lax.scan(
+            advance, ssm0_BxIxN,
+            (jnp.moveaxis(decay_BxLxIxN, 1, 0), jnp.moveaxis(drive_BxLxIxN, 1, 0)))
+        return jnp.moveaxis(states_LxBxIxN, 0, 1)
+    if impl != "associative":
+        raise ValueError(f"model.encoder.scan: {impl!r} is not one of {list(SCANS)}")
     # Fold the carried state into the first step's drive; the scan then starts from zero.
     drive_BxLxIxN = drive_BxLxIxN.at[:, 0].add(decay_BxLxIxN[:, 0] * ssm0_BxIxN)
 
@@ -74,6 +94,7 @@ class MambaLayer(nn.Module):
     conv_kernel: int = 4
     expand: int = 2
     dtype: jnp.dtype = jnp.float32
+    scan: str = "associative"  # see selective_scan
 
     @property
     def inner(self) -> int:
@@ -124,7 +145,7 @@ class MambaLayer(nn.Module):
         x32_BxLxI = x_BxLxI.astype(jnp.float32)
         decay_BxLxIxN = jnp.exp(dt_BxLxI[..., None] * -jnp.exp(a_log_IxN))
         drive_BxLxIxN = (dt_BxLxI * x32_BxLxI)[..., None] * b_BxLxN[:, :, None, :]
-        ssm_BxLxIxN = selective_scan(decay_BxLxIxN, drive_BxLxIxN, state["ssm"])
+        ssm_BxLxIxN = selective_scan(decay_BxLxIxN, drive_BxLxIxN, state["ssm"], self.scan)
         y_BxLxI = jnp.einsum("blin,bln->bli", ssm_BxLxIxN, c_BxLxN) + skip_I * x32_BxLxI
 
         y_BxLxI = y_BxLxI.astype(self.dtype) * nn.silu(z_BxLxI)

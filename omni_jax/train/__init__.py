@@ -1,1 +1,2 @@
-"""Training: losses, optimizer, metrics, sharding, checkpoints and the train loop."""
+"""Training: losses, optimizer (freezing, stages, non-finite guard), sharding,
+checkpoints, metrics and the train loop."""
