@@ -139,7 +139,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # ---- loss ---------------------------------------------------------------------------
     c.loss = ml_collections.ConfigDict()
     c.loss.text = 1.0  # weight of L_text
-    c.loss.speech = 1.0  # weight of L_speech (mel L1 + L2)
+    c.loss.speech = 0.1  # weight of L_speech (log-mel L1 + L2: ~10x the token CE at init)
     c.loss.think = 0.1  # explicit: weight of <think> labels
     c.loss.shift = 1.0  # explicit: weight of <shift> labels
     c.loss.transition = 1.0  # negative_ce: weight of <start_speak>/<end_speak> labels

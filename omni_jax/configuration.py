@@ -210,6 +210,8 @@ def validate(config, num_devices: int | None = None):
     _positive(config, "train.steps", "train.learning_rate", "train.log_every")
     _positive(config, "train.warmup_steps", "train.weight_decay", "train.grad_clip",
               allow_zero=True)
+    _check(config.train.warmup_steps < config.train.steps, "train.warmup_steps",
+           f"{config.train.warmup_steps} must be < train.steps={config.train.steps}")
     if num_devices is not None:
         sizes = mesh_shape(config, num_devices)
         batch_shards = sizes["data"] * sizes["fsdp"]

@@ -1,0 +1,131 @@
+"""The main job: corpus and tokenizer if missing, training, periodic evaluation,
+checkpoints, and a report.
+
+  python -m omni_jax.main --config=configs/tiny.py --workdir=DIR               # train
+  python -m omni_jax.main --config=configs/tiny.py --workdir=DIR --mode=eval   # evaluate
+
+A rerun with the same workdir resumes from the newest good checkpoint (state and data
+position). The run ends by writing DIR/report.json and DIR/report.md. TensorBoard events
+and DIR/metrics.jsonl hold the training curves.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+from absl import app, flags
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory.", required=True)
+_MODE = flags.DEFINE_enum("mode", "train", ["train", "eval"], "Train (and evaluate) or "
+                          "only evaluate the latest checkpoint.")
+
+log = logging.getLogger(__name__)
+
+
+def prepare_data(config, workdir: Path):
+    """Tokenizer and corpus under `workdir` (built once, by process 0)."""
+    import jax
+    from jax.experimental import multihost_utils
+
+    from data_pipelines import corpus
+
+    if jax.process_index() == 0:
+        corpus.build_tokenizer(config, corpus.tokenizer_path(config, workdir))
+        corpus.ensure_corpus(config, workdir)
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices("omni_jax_data_ready")
+    return corpus.build_tokenizer(config, corpus.tokenizer_path(config, workdir))
+
+
+def evaluate(trainer, config, workdir: Path, tokenizer, params) -> dict:
+    """Loss parts on the whole evaluation split (held-out voices, no random augmentation)."""
+    import jax
+    import numpy as np
+
+    from data_pipelines import pipeline
+
+    if not config.data.eval_dialogues:
+        return {}
+    dataset = pipeline.make_dataset(
+        config, "eval", tokenizer, seed=config.seed, process_index=jax.process_index(),
+        process_count=jax.process_count(), num_epochs=1, augment=False, workdir=workdir)
+    totals, batches = {}, 0
+    for local in dataset:
+        parts = jax.device_get(trainer.eval_step(params, trainer.global_batch(local)))
+        for k, v in parts.items():
+            totals[k] = totals.get(k, 0.0) + float(v)
+        batches += 1
+    return {k: v / batches for k, v in totals.items()} if batches else {}
+
+
+def write_report(workdir: Path, config, step: int, train_parts: dict, eval_parts: dict,
+                 extra: dict) -> None:
+    report = dict(step=step, config=config.name, thinking=config.model.thinking,
+                  fusion=config.model.fusion, encoder=config.model.encoder.kind,
+                  train=train_parts, eval=eval_parts, suites={}, **extra)
+    (workdir / "report.json").write_text(json.dumps(report, indent=2, sort_keys=True))
+    lines = [f"# Report: {config.name} at step {step}", "",
+             f"thinking `{config.model.thinking}`, fusion `{config.model.fusion}`, encoder "
+             f"`{config.model.encoder.kind}`", ""]
+    for title, parts in (("Training (last logged window)", train_parts),
+                         ("Evaluation split (held-out voices)", eval_parts)):
+        if parts:
+            lines += [f"## {title}", "", "| metric | value |", "|---|---|"]
+            lines += [f"| {k} | {v:.4g} |" for k, v in sorted(parts.items())]
+            lines.append("")
+    lines += ["## Run", "", "| | |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in sorted(extra.items())]
+    (workdir / "report.md").write_text("\n".join(lines) + "\n")
+
+
+def run(config, workdir: str, mode: str = "train") -> dict:
+    import jax
+
+    from data_pipelines import pipeline
+    from omni_jax import configuration
+    from omni_jax.train import distributed
+    from omni_jax.train.trainer import Trainer
+
+    distributed.maybe_initialize(config)
+    configuration.validate(config, num_devices=jax.device_count())
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    tokenizer = prepare_data(config, workdir)
+    trainer = Trainer(config, workdir)
+    dataset = pipeline.make_dataset(
+        config, "train", tokenizer, seed=config.seed, process_index=jax.process_index(),
+        process_count=jax.process_count(), workdir=workdir)
+    data_iterator = iter(dataset)
+    state = trainer.restore_or_init(data_iterator)
+    train_parts, stopped_early, skipped = {}, False, 0
+    if mode == "train":
+        result = trainer.fit(
+            state, data_iterator,
+            eval_fn=lambda s: evaluate(trainer, config, workdir, tokenizer, s.params))
+        state, train_parts = result.state, result.last_metrics
+        stopped_early, skipped = result.stopped_early, result.skipped_samples
+    step = int(jax.device_get(state.step))
+    eval_parts = evaluate(trainer, config, workdir, tokenizer, state.params)
+    extra = dict(devices=jax.device_count(), processes=jax.process_count(),
+                 wall_seconds=round(time.time() - started, 1), stopped_early=stopped_early,
+                 skipped_samples=skipped, tokenizer_vocab=tokenizer.vocab_size)
+    if jax.process_index() == 0:
+        write_report(workdir, config, step, train_parts, eval_parts, extra)
+        print(f"report: {workdir / 'report.md'}", flush=True)
+    return dict(step=step, train=train_parts, eval=eval_parts, **extra)
+
+
+def main(argv):
+    del argv
+    run(_CONFIG.value, _WORKDIR.value, _MODE.value)
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,233 @@
+"""The training loop: any iterator of batches in, a trained and checkpointed state out.
+
+  trainer = Trainer(config, workdir)              # mesh, model, optimizer, jitted steps
+  state = trainer.restore_or_init(data_iterator)  # latest good checkpoint, or fresh init
+  state = trainer.fit(state, data_iterator, eval_fn=...)
+
+One `jax.jit` holds the whole step (parallel forward, losses, gradients, AdamW with freezing
+and the non-finite guard), with `in_shardings`/`out_shardings` from the logical-axis rules
+and the train state donated. Batches are numpy dicts of this process's rows (the
+contract's fields; `skipped` counts dropped bad samples); `sharding.global_batch` makes
+them one global array each. A SIGTERM saves a checkpoint and stops cleanly; a run of
+`train.max_consecutive_nonfinite` non-finite steps stops with an error, the last good
+checkpoint kept.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from data_pipelines import contract
+from omni_jax import configuration
+from omni_jax.models.omni import DuplexModel
+from omni_jax.train import checkpoint, losses, metrics, optim, sharding
+
+log = logging.getLogger(__name__)
+
+BATCH_FIELDS = contract.FIELD_NAMES
+
+
+class NonFiniteError(RuntimeError):
+    """Too many non-finite steps in a row; the last good checkpoint is kept."""
+
+
+@dataclasses.dataclass
+class FitResult:
+    state: optim.TrainState
+    step: int
+    stopped_early: bool  # SIGTERM / preemption
+    skipped_samples: int  # bad samples the pipeline dropped (skip policy)
+    last_metrics: dict[str, float]
+
+
+class Trainer:
+    """Builds the mesh, the model, the optimizer and the jitted train/eval steps."""
+
+    def __init__(self, config, workdir: str | os.PathLike):
+        self.config = configuration.validate(config, num_devices=jax.device_count())
+        self.workdir = Path(workdir)
+        self.model = DuplexModel.from_config(config)
+        self.mesh = sharding.make_mesh(config)
+        self.rules = sharding.logical_rules(config)
+        self.batch_sharding = sharding.batch_sharding(self.mesh)
+        self.checkpointer = checkpoint.Checkpointer.from_config(
+            config, self.workdir / "checkpoints",
+            save_interval_steps=max(1, int(config.train.checkpoint_every)))
+        with sharding.activate(self.mesh, self.rules):
+            self._abstract_boxed = jax.eval_shape(self.model.init, jax.random.key(0))
+        self.optimizer = optim.make_optimizer(config, self._abstract_boxed)
+        self._state_shardings = None
+        self._train_step = None
+        self._eval_step = None
+
+    # ---- state ----------------------------------------------------------------------------
+
+    def init_state(self) -> optim.TrainState:
+        """Fresh parameters and optimizer state, created sharded (never whole on one device)."""
+        param_shardings = sharding.param_shardings(self._abstract_boxed, self.mesh,
+                                                   self.rules)
+
+        def init(rng):
+            params = nn.meta.unbox(self.model.module.init(
+                rng, **_model_inputs(self.model.dummy_batch(1, 2))))
+            params = jax.lax.with_sharding_constraint(params, param_shardings)
+            return optim.init_train_state(params, self.optimizer)
+
+        with sharding.activate(self.mesh, self.rules):
+            abstract = jax.eval_shape(init, jax.random.key(0))
+            self._state_shardings = _state_shardings(abstract, param_shardings, self.mesh)
+            state = jax.jit(init, out_shardings=self._state_shardings)(
+                jax.random.key(self.config.seed))
+        return state
+
+    def restore_or_init(self, data_iterator=None) -> optim.TrainState:
+        """The newest readable checkpoint (with the data iterator's position), or init."""
+        state = self.init_state()
+        if self.checkpointer.latest_step() is None:
+            return state
+        if not hasattr(data_iterator, "set_state"):
+            data_iterator = None
+        restored = self.checkpointer.restore(abstract_state=state,
+                                             shardings=self._state_shardings,
+                                             data_iterator=data_iterator)
+        log.info("resumed from %s step %d", self.checkpointer.directory,
+                 self.checkpointer.restored_step)
+        return restored
+
+    # ---- jitted steps ---------------------------------------------------------------------
+
+    def _loss_fn(self, params, batch):
+        outputs = self.model.parallel_forward(params, batch)
+        return losses.compute_losses(outputs, batch, self.config)
+
+    def train_step(self, state: optim.TrainState, batch: dict) -> tuple[optim.TrainState, dict]:
+        """One optimizer step on a global batch (jitted on first use, state donated)."""
+        if self._train_step is None:
+            def step(state, batch):
+                (loss, parts), grads = jax.value_and_grad(self._loss_fn, has_aux=True)(
+                    state.params, batch)
+                new_state = optim.apply_gradients(state, grads, self.optimizer, loss)
+                parts = dict(parts, grad_norm=_global_norm(grads),
+                             nonfinite=optim.consecutive_nonfinite(new_state.opt_state))
+                return new_state, parts
+
+            self._train_step = jax.jit(
+                step, in_shardings=(self._state_shardings, self.batch_sharding),
+                out_shardings=(self._state_shardings, None), donate_argnums=0)
+        with sharding.activate(self.mesh, self.rules):
+            return self._train_step(state, batch)
+
+    def eval_step(self, params, batch: dict) -> dict:
+        """Loss parts on a global batch, no update."""
+        if self._eval_step is None:
+            self._eval_step = jax.jit(
+                lambda params, batch: self._loss_fn(params, batch)[1],
+                in_shardings=(self._state_shardings.params, self.batch_sharding))
+        with sharding.activate(self.mesh, self.rules):
+            return self._eval_step(params, batch)
+
+    def global_batch(self, local_batch: dict) -> dict:
+        return sharding.global_batch({k: local_batch[k] for k in BATCH_FIELDS}, self.mesh)
+
+    # ---- the loop -------------------------------------------------------------------------
+
+    def fit(self, state: optim.TrainState, data_iterator: Iterator[dict],
+            eval_fn: Callable[[optim.TrainState], dict] | None = None,
+            writer=None) -> FitResult:
+        """Trains until `train.steps` (or SIGTERM); checkpoints, logs and evaluates."""
+        c = self.config.train
+        total = int(c.steps)
+        step = int(jax.device_get(state.step))
+        writer = writer or metrics.make_writer(str(self.workdir), jax.process_index())
+        throughput = metrics.Throughput(self.config.data.pipeline.batch_size, total)
+        names = losses.part_names(self.config)
+        window: list[dict] = []
+        skipped, stopped_early, last = 0, False, {}
+        throughput.update(step)
+        # Any iterator trains; a Grain iterator's position is checkpointed with the state.
+        saved_iterator = data_iterator if hasattr(data_iterator, "get_state") else None
+        with checkpoint.PreemptionGuard() as guard:
+            while step < total:
+                local = next(data_iterator)
+                skipped += int(np.sum(local.get(_SKIPPED, 0)))
+                state, parts = self.train_step(state, self.global_batch(local))
+                step += 1
+                window.append(parts)
+                if step % c.log_every == 0 or step == total:
+                    last = _mean_parts(window)
+                    window = []
+                    self._check_finite(last, step)
+                    rate, examples, eta = throughput.update(step)
+                    writer.write_scalars(step, dict(last, steps_per_sec=rate,
+                                                    examples_per_sec=examples,
+                                                    skipped_samples=skipped))
+                    if jax.process_index() == 0:
+                        print(metrics.progress_line(step, total, last, rate, examples, eta,
+                                                    keys=names), flush=True)
+                if eval_fn is not None and c.eval_every and step % c.eval_every == 0:
+                    writer.write_scalars(step, {f"eval/{k}": v
+                                                for k, v in eval_fn(state).items()})
+                self.checkpointer.save(step, state, saved_iterator)
+                if guard.should_stop_at(step):
+                    log.warning("stop requested (SIGTERM): saving step %d and stopping", step)
+                    stopped_early = True
+                    break
+        self.checkpointer.save(step, state, saved_iterator, force=True)
+        self.checkpointer.wait()
+        writer.flush()
+        return FitResult(state, step, stopped_early, skipped, last)
+
+    def _check_finite(self, parts: dict, step: int) -> None:
+        """Skipped non-finite steps are counted by the optimizer; a long run of them stops
+        training before the next save, so the last good checkpoint stays the newest."""
+        limit = int(self.config.train.max_consecutive_nonfinite)
+        if parts.get("nonfinite", 0) >= limit:
+            self.checkpointer.wait()
+            raise NonFiniteError(
+                f"{int(parts['nonfinite'])} non-finite steps in a row up to step {step} "
+                f"(train.max_consecutive_nonfinite={limit}); last good checkpoint: step "
+                f"{self.checkpointer.latest_step()} in {self.checkpointer.directory}")
+
+
+_SKIPPED = "skipped"
+
+
+def _model_inputs(batch: dict) -> dict:
+    return dict(env_audio_BxKxS=batch["env_audio"], asst_audio_BxKxS=batch["asst_audio"],
+                tokens_BxKxN=batch["tokens"], prompt_tokens_BxP=batch["prompt_tokens"])
+
+
+def _state_shardings(abstract_state, param_shardings, mesh) -> Any:
+    """Params as the rules say; each optimizer moment like the parameter it mirrors (its
+    tree path ends with that parameter's path); everything else replicated."""
+    replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    by_path = {jax.tree_util.keystr(path): shard for path, shard in
+               jax.tree_util.tree_leaves_with_path(param_shardings)}
+
+    def opt_sharding(path, leaf):
+        key = jax.tree_util.keystr(path)
+        matches = [p for p in by_path if key.endswith(p)]
+        return by_path[max(matches, key=len)] if matches and leaf.ndim else replicated
+
+    return optim.TrainState(
+        step=replicated, params=param_shardings,
+        opt_state=jax.tree_util.tree_map_with_path(opt_sharding, abstract_state.opt_state))
+
+
+def _global_norm(tree) -> jax.Array:
+    return jnp.sqrt(sum(jnp.sum(jnp.square(x.astype(jnp.float32)))
+                        for x in jax.tree.leaves(tree)))
+
+
+def _mean_parts(window: list[dict]) -> dict[str, float]:
+    host = jax.device_get(window)
+    return {k: float(np.mean([float(p[k]) for p in host])) for k in host[0]}
