@@ -4,7 +4,8 @@
   LLM          the Llama-3-8B-Instruct shape: 32 layers, d=4096, 32 heads / 8 kv heads,
                SwiGLU 14336, vocab 128256, RoPE theta 500000; LoRA rank 32 on q, k, v, o
   synthesizer  ~0.5B (the paper fine-tunes CosyVoice2-0.5B): 24 layers, d=1280
-Stage 1 trains the connector and LoRA only (encoder and LLM frozen).
+Stage 1 (the default variant) trains the connector and LoRA only (encoder and LLM frozen);
+`:stage2` adds the synthesizer. Other variants as in tiny.py.
 
   python -m omni_jax.benchmark --config=configs/salmonn_omni_8b.py --what=params
 
@@ -38,5 +39,4 @@ def get_config(arg=None):
     c.model.dtype = "bfloat16"
     c.model.remat = "dots_no_batch"
     c.train.learning_rate = 4e-5  # stage 1 in the paper
-    c.train.frozen = (r"^encoder/", r"^llm/(?!.*lora).*")
-    return apply_variants(c, arg)
+    return apply_variants(c, arg or "stage1")

@@ -10,9 +10,27 @@ Variants (comma-separated, e.g. `--config=configs/tiny.py:negative_ce,cross_atte
   explicit | negative_ce | implicit   thinking variant (default explicit)
   interleave | cross_attention        fusion (default interleave)
   mamba | transformer                 encoder kind (default mamba)
+  stage1 | stage2                     the paper's training stages: stage 1 trains the
+                                      connector and LoRA on ASR and QA (encoder, LLM and
+                                      synthesizer frozen); stage 2 adds the synthesizer and
+                                      the duplex scenarios (encoder and LLM base frozen).
+                                      Start stage 2 from a stage-1 workdir's checkpoint.
 """
 
 from configs import default
+
+def _stage(name, scenarios=None):
+    def apply(config):
+        from omni_jax.train import optim  # deferred: data-only commands need no JAX
+
+        config.model.llm.lora_rank = config.model.llm.lora_rank or 8
+        config.train.frozen = optim.stage_frozen_patterns(name)
+        if scenarios is not None:
+            for scenario in config.data.scenarios:
+                if scenario not in scenarios:
+                    config.data.scenarios[scenario] = 0.0
+    return apply
+
 
 VARIANTS = {
     "explicit": ("model.thinking", "explicit"),
@@ -22,14 +40,20 @@ VARIANTS = {
     "cross_attention": ("model.fusion", "cross_attention"),
     "mamba": ("model.encoder.kind", "mamba"),
     "transformer": ("model.encoder.kind", "transformer"),
+    "stage1": _stage("stage1", scenarios=("asr", "qa")),
+    "stage2": _stage("stage2"),
 }
 
 
 def apply_variants(config, arg, variants=VARIANTS):
-    """Applies comma-separated named variants; an unknown name is an error naming it."""
+    """Applies comma-separated named variants, each a (field, value) pair or a function of
+    the config; an unknown name is an error naming it."""
     for name in filter(None, (arg or "").split(",")):
         if name not in variants:
             raise ValueError(f"unknown config variant {name!r}; known: {sorted(variants)}")
+        if callable(variants[name]):
+            variants[name](config)
+            continue
         path, value = variants[name]
         *parents, leaf = path.split(".")
         node = config
