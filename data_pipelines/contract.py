@@ -129,6 +129,8 @@ FIELDS = (
 FIELD_NAMES = tuple(f.name for f in FIELDS)
 # Metadata that travels with a record but is never batched into arrays.
 METADATA_FIELDS = ("events", "scenario")
+# A batch's count of bad samples dropped before each element (skip policy), shape (B,).
+SKIPPED = "skipped"
 
 
 @dataclasses.dataclass(frozen=True)

@@ -34,7 +34,7 @@ SPLIT_IDS = {"train": 0, "eval": 1}
 # Fields of `config.data` that only shape reading, never the generated Timelines. Every other
 # data field (and any new one) is part of the corpus fingerprint: the world fits dialogues
 # into num_blocks, so even the block count shapes them.
-_READ_ONLY_DATA_FIELDS = ("corpus_dir", "source", "tokenizer", "pipeline")
+_READ_ONLY_DATA_FIELDS = ("corpus_dir", "tokenizer", "pipeline")
 # Modules whose code decides what a generated dialogue holds.
 _GENERATOR_MODULES = ("world.py", "scenarios", "voices.py", "timeline.py", "serialize.py")
 
@@ -84,7 +84,7 @@ def generate_dialogues(config, split: str, count: int, seed: int,
         rng = split_rng(seed, split, index)
         name = scenarios.sample_scenario(rng, weights)
         try:
-            timeline = scenarios.SCENARIOS[name](rng, context)
+            timeline = scenarios.generate(name, rng, context)
         except ValueError as e:
             message = f"{split} dialogue {index} (scenario {name}): {type(e).__name__}: {e}"
             if policy == "raise":

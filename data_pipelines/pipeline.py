@@ -45,7 +45,7 @@ from data_pipelines.timeline import Timeline
 from omni_jax.configuration import timing_rules
 
 RENDER_STREAM = 1  # rng stream tag of rendering (corpus generation uses split ids)
-SKIPPED = "skipped"
+SKIPPED = contract.SKIPPED
 _BAD = "__bad_record__"  # marker key of an element whose record was skipped
 
 

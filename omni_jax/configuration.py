@@ -130,6 +130,17 @@ def validate(config, num_devices: int | None = None):
               "data.max_text_words")
     _positive(config, "data.prompt_len", "data.eval_dialogues", allow_zero=True)
     _choice(config, "data.on_bad_sample", BAD_SAMPLE_POLICIES)
+    source = d.source
+    _check(source in ("embedded", "fsdd") or source.startswith("tfds:"), "data.source",
+           f"{source!r} is not 'embedded', 'fsdd' or 'tfds:NAME'")
+    if source == "fsdd":
+        _check(bool(d.get("real_dir")), "data.real_dir",
+               "data.source='fsdd' needs the FSDD folder (the one holding recordings/)")
+        digits = d.fsdd
+        _check(1 <= digits.min_digits <= digits.max_digits, "data.fsdd.min_digits",
+               f"need 1 <= min_digits <= max_digits, got {digits.min_digits}, "
+               f"{digits.max_digits}")
+        _range(config, "data.fsdd.pause_s", lo=0.0)
     unknown = sorted(set(d.scenarios) - set(SCENARIOS))
     _check(not unknown, "data.scenarios", f"unknown scenarios {unknown}; known {SCENARIOS}")
     for name, weight in d.scenarios.items():

@@ -51,4 +51,12 @@ def generate(name: str, rng: np.random.Generator, ctx: ScenarioContext) -> Timel
     """The Timeline of scenario `name` (a ValueError names an unknown one)."""
     if name not in SCENARIOS:
         raise ValueError(f"unknown scenario {name!r}; known: {list(SCENARIOS)}")
+    if ctx.user_speech is not None:
+        from data_pipelines.scenarios import real_speech
+
+        real = real_speech.generators(ctx.user_speech)
+        if name not in real:
+            raise ValueError(f"scenario {name!r} cannot draw user turns from real speech "
+                             f"yet; supported: {sorted(real)}")
+        return real[name](rng, ctx)
     return SCENARIOS[name](rng, ctx)

@@ -41,6 +41,10 @@ class ScenarioContext:
     timing: contract.TimingRules
     tokens_per_block: int = 1
     max_attempts: int = 8  # draws of content before a scenario gives up
+    # Where user turns come from: None = espeak voices speaking the world's text; else an
+    # UtteranceBank of real speech (scenarios.real_speech), used by the scenarios that
+    # support it (asr, qa).
+    user_speech: Any = None
 
     def __post_init__(self):
         if self.split not in SPLITS:
@@ -85,6 +89,8 @@ class ScenarioContext:
 def make_context(config, split: str, synth: voices.Synthesizer | None = None
                  ) -> ScenarioContext:
     """A context from an ml_collections config (audio.*, data.num_blocks, data.voices.*, ...)."""
+    from data_pipelines.scenarios import real_speech  # deferred: it imports this module
+
     v = config.data.voices
     sets = voices.voice_sets(v.num_user, v.num_eval_user, v.num_third, v.num_assistant,
                              language=v.language, seed=config.seed)
@@ -95,7 +101,8 @@ def make_context(config, split: str, synth: voices.Synthesizer | None = None
         synth=synth, voices=sets, split=split, sample_rate=config.audio.sample_rate,
         max_duration_s=config.data.num_blocks * config.audio.block_ms / 1000.0,
         block_ms=config.audio.block_ms, timing=timing,
-        tokens_per_block=config.data.tokens_per_block)
+        tokens_per_block=config.data.tokens_per_block,
+        user_speech=real_speech.bank_from_config(config, split))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -49,7 +49,7 @@ def open_source(config, workdir: str | os.PathLike, split: str) -> TimelineSourc
     from data_pipelines import corpus
 
     kind = config.data.source
-    if kind == "embedded":
+    if kind in ("embedded", "fsdd"):  # generated corpora; fsdd draws user turns from FSDD
         from data_pipelines.sources import embedded
 
         builder = corpus.prepared_builder(config, workdir)
@@ -63,4 +63,4 @@ def open_source(config, workdir: str | os.PathLike, split: str) -> TimelineSourc
                                    data_dir=os.fspath(corpus.corpus_dir(config, workdir)))
         return TimelineSource(records, name=f"{name}/{split}")
     raise ValueError(f"config.data.source: unknown source {kind!r} "
-                     "(expected 'embedded' or 'tfds:NAME')")
+                     "(expected 'embedded', 'fsdd' or 'tfds:NAME')")
