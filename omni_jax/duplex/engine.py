@@ -1,0 +1,339 @@
+"""The streaming engine: the model's own `step`, free-running, many independent streams.
+
+`DuplexEngine.run` feeds the environment audio block by block through ONE jitted function
+per block (model step + sampling + speak/listen state machine + feedback), so that what is
+evaluated is exactly what is trained (DESIGN.md, "The step function is the model").
+
+Feedback, following the render layout (`data_pipelines.render`, `contract.TimingRules`):
+  tokens     the input of block k+1 is the token emitted in block k (BOS first). Emissions
+             are canonicalised first: a text token stays, a transition token of the variant
+             stays where it is a transition, anything else is idle and becomes <think>
+             (render's idle slot). The raw sampled ids are kept as well.
+  assistant  asst_audio[k+1] = the speech made in block k (silence while not speaking).
+  echo       env heard in block k = env[k] + gain * asst stream delayed by `echo_delay_s`,
+             i.e. the played speech of block k is heard from block k+1 plus the delay
+             (render's `env[delay:] += gain * played`). No clipping: no peak limiter runs.
+
+Speech inside the loop. The synthesizer emits log-mel; the fed-back stream needs samples,
+and Griffin-Lim (iterative, whole-utterance) cannot run per block inside jit. So the loop
+uses `StreamingMelInverse`: a fixed non-negative linear mel -> linear-power map (exact for
+a flat spectrum within each filter), random phase, and causal overlap-add with the
+frontend's own framing. Frame j of a block ends at sample (j+1)*hop, so the last
+`win - hop` samples of a block are complete only after the next block's frames: the
+inverse emits them one block later, a fixed 15 ms (at 25/10 ms framing) lookahead delay.
+It is calibrated so that the frontend's log-mel of its output matches the input log-mel
+(tests/test_engine.py). `EngineResult.speech_audio(vocoder)` re-synthesises the kept mel
+offline with a better vocoder (Griffin-Lim) for listening and ASR-based metrics.
+
+State machines (per emitted token, in slot order; `speaking[k]` = state after block k):
+  explicit     <shift> toggles listen <-> speak.
+  negative_ce  <start_speak> while listening -> speak; <end_speak> while speaking ->
+               listen. A redundant transition (start while speaking, end while listening)
+               and every other non-text emission is idle (<think>). Note: v1 leaves idle
+               outputs unconstrained, so a text id emitted in an idle slot counts as text.
+  implicit     speaking = sigmoid(speak_logit) > 0.5; every non-text emission is idle.
+Only while speaking is the synthesizer's mel kept (else the silence log-mel) and its
+speech output (else exact zeros).
+
+Event times are block start times on the input axis: block k covers [k*B, (k+1)*B) and
+a transition or token "at" block k has time k*B (B = block_ms), the contract's indexing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from data_pipelines import contract
+from omni_jax.audio.frontend import LOG_FLOOR, LogMelFrontend
+
+THINK_ID = contract.STATE_TOKEN_IDS[contract.THINK]
+SHIFT_ID = contract.STATE_TOKEN_IDS[contract.SHIFT]
+START_ID = contract.STATE_TOKEN_IDS[contract.START_SPEAK]
+END_ID = contract.STATE_TOKEN_IDS[contract.END_SPEAK]
+FIRST_TEXT_ID = max(contract.STATE_TOKEN_IDS.values()) + 1  # control and state ids come first
+SILENCE_LOG_MEL = math.log(LOG_FLOOR)
+
+
+@dataclasses.dataclass(frozen=True)
+class StreamingMelInverse:
+    """Jittable, causal log-mel -> waveform for the fed-back assistant stream.
+
+    Per frame: mel power -> linear power (each FFT bin takes the mean of its filters'
+    per-bin power), magnitude with uniform random phase, inverse FFT, the frontend's Hann
+    window, overlap-add at the frontend's hop. Random-phase frames add incoherently, so
+    the sum is normalised by sqrt(sum of squared windows); `gain` undoes the analysis
+    window's energy so that re-analysis gives back the input level.
+    """
+
+    frontend: LogMelFrontend
+
+    @functools.cached_property
+    def _constants(self):
+        import librosa  # the frontend's filterbank (same call), a numpy constant
+
+        f = self.frontend
+        basis_NxM = librosa.filters.mel(sr=f.sample_rate, n_fft=f.n_fft, n_mels=f.n_mels).T
+        per_bin_M = basis_NxM.sum(axis=0)  # a flat spectrum p gives mel power p * per_bin
+        cover_N = basis_NxM.sum(axis=1)
+        weights_NxM = basis_NxM / np.where(cover_N > 0, cover_N, 1.0)[:, None]
+        to_linear_MxN = (weights_NxM / per_bin_M[None]).T
+        window_W = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(f.win) / f.win)
+        energy_H = np.array([np.sum(window_W[r::f.hop] ** 2) for r in range(f.hop)])
+        gain = math.sqrt(f.n_fft / np.sum(window_W ** 2))
+        return (to_linear_MxN.astype(np.float32), window_W.astype(np.float32),
+                (gain / np.sqrt(energy_H)).astype(np.float32))
+
+    def init_state(self, batch: int) -> jax.Array:
+        """The overlap-add tail: `win - hop` samples not yet complete."""
+        return jnp.zeros((batch, self.frontend.overlap), jnp.float32)
+
+    def step(self, log_mel_BxFxM: jax.Array, tail_BxO: jax.Array, key: jax.Array):
+        """One block of F frames -> (F*hop samples delayed by win - hop, new tail)."""
+        f = self.frontend
+        to_linear_MxN, window_W, norm_H = self._constants
+        b, num_frames, _ = log_mel_BxFxM.shape
+        mel_power_BxFxM = jnp.maximum(jnp.exp(log_mel_BxFxM) - LOG_FLOOR, 0.0)
+        power_BxFxN = jnp.einsum("bfm,mn->bfn", mel_power_BxFxM, to_linear_MxN,
+                                 precision="highest")
+        phase_BxFxN = jax.random.uniform(key, power_BxFxN.shape, maxval=2 * jnp.pi)
+        spec_BxFxN = jnp.sqrt(power_BxFxN) * jnp.exp(1j * phase_BxFxN)
+        frames_BxFxW = jnp.fft.irfft(spec_BxFxN, n=f.n_fft, axis=-1)[..., :f.win] * window_W
+        # Buffer position 0 is the block's sample -overlap: frame j covers [j*hop, j*hop+win).
+        index_FxW = np.arange(num_frames)[:, None] * f.hop + np.arange(f.win)[None]
+        size = num_frames * f.hop
+        buffer_BxL = jnp.zeros((b, size + f.overlap), jnp.float32)
+        buffer_BxL = buffer_BxL.at[:, index_FxW].add(frames_BxFxW.astype(jnp.float32))
+        buffer_BxL = buffer_BxL.at[:, :f.overlap].add(tail_BxO)
+        audio_BxS = buffer_BxL[:, :size] * np.tile(norm_H, num_frames)
+        return jnp.clip(audio_BxS, -1.0, 1.0), buffer_BxL[:, size:]
+
+
+def advance_state(thinking: str, raw_BxN: jax.Array, speaking_B: jax.Array,
+                  speak_logit_B: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """(canonical emitted tokens BxN, speaking after the block B) for one block's emissions."""
+    emitted_BxN = jnp.where(raw_BxN >= FIRST_TEXT_ID, raw_BxN, THINK_ID)
+    for n in range(raw_BxN.shape[1]):  # slots in order: a later slot sees the new state
+        token_B = raw_BxN[:, n]
+        if thinking == "explicit":
+            shift_B = token_B == SHIFT_ID
+            emitted_BxN = emitted_BxN.at[:, n].set(jnp.where(shift_B, SHIFT_ID,
+                                                             emitted_BxN[:, n]))
+            speaking_B = speaking_B ^ shift_B
+        elif thinking == "negative_ce":
+            start_B = (token_B == START_ID) & ~speaking_B
+            end_B = (token_B == END_ID) & speaking_B
+            emitted_BxN = emitted_BxN.at[:, n].set(
+                jnp.where(start_B, START_ID, jnp.where(end_B, END_ID, emitted_BxN[:, n])))
+            speaking_B = (speaking_B | start_B) & ~end_B
+        elif thinking != "implicit":
+            raise ValueError(f"thinking {thinking!r} is not one of {contract.THINKING_VARIANTS}")
+    if thinking == "implicit":
+        speaking_B = speak_logit_B > 0  # sigmoid(logit) > 0.5
+    return emitted_BxN, speaking_B
+
+
+@dataclasses.dataclass
+class EngineResult:
+    """Per-block outputs of `DuplexEngine.run` (numpy, batch-major: B streams, K blocks)."""
+
+    input_tokens: np.ndarray  # BxKxN int32, what the LLM read (fed back or forced)
+    tokens: np.ndarray  # BxKxN int32, canonical emissions (what is fed back)
+    raw_tokens: np.ndarray  # BxKxN int32, the sampled ids
+    speaking: np.ndarray  # BxK bool, state after the block's output
+    speak_prob: np.ndarray  # BxK float32, sigmoid(speak_logit) (implicit variant)
+    mel: np.ndarray  # BxKxFxM float32, the synthesizer's raw log-mel
+    speech: np.ndarray  # BxKxS float32, streamed speech made in the block (0 if listening)
+    env_audio: np.ndarray  # BxKxS float32, the microphone as heard (echo mixed in)
+    asst_audio: np.ndarray  # BxKxS float32, the assistant stream fed to the model
+    logits: np.ndarray | None  # BxKxNxV float32 when run(keep_logits=True)
+    block_ms: int
+    sample_rate: int
+    thinking: str
+
+    @property
+    def num_streams(self) -> int:
+        return self.speaking.shape[0]
+
+    def block_time_s(self, block: int) -> float:
+        return block * self.block_ms / 1000.0
+
+    def text_ids(self) -> list[list[int]]:
+        """Each stream's emitted text token ids, in order."""
+        flat_BxP = self.tokens.reshape(self.num_streams, -1)
+        return [[int(t) for t in row if t >= FIRST_TEXT_ID] for row in flat_BxP]
+
+    def text(self, tokenizer) -> list[str]:
+        """Each stream's decoded text."""
+        return [tokenizer.decode(ids) for ids in self.text_ids()]
+
+    def events(self, tokenizer=None) -> list[list[dict[str, Any]]]:
+        """Per stream, in time order: {'kind': 'start' | 'stop' | 'text', 'block', 'time_s'}
+        (+ 'token' and, with a tokenizer, 'piece' for text). A start/stop is the block where
+        `speaking` turned True/False."""
+        return [self.stream_events(b, tokenizer) for b in range(self.num_streams)]
+
+    def stream_events(self, stream: int, tokenizer=None) -> list[dict[str, Any]]:
+        """`events()` of one stream."""
+        items, previous = [], False
+        for k, now in enumerate(self.speaking[stream].tolist()):
+            time_s = self.block_time_s(k)
+            if now != previous:  # a transition stands in the block's first slot
+                items.append(dict(kind="start" if now else "stop", block=k, time_s=time_s))
+            previous = now
+            for token in self.tokens[stream, k].tolist():
+                if token >= FIRST_TEXT_ID:
+                    item = dict(kind="text", block=k, time_s=time_s, token=token)
+                    if tokenizer is not None:
+                        item["piece"] = tokenizer.piece_of(token)
+                    items.append(item)
+        return items
+
+    def event_times(self, stream: int, kind: str, after_s: float = 0.0) -> list[float]:
+        """Times of one stream's events of `kind` at or after `after_s`."""
+        return [e["time_s"] for e in self.stream_events(stream)
+                if e["kind"] == kind and e["time_s"] >= after_s - 1e-9]
+
+    def speech_audio(self, vocoder=None) -> np.ndarray:
+        """B x T speech in block time (block k's speech at samples [k*S, (k+1)*S)): the
+        streamed audio, or `vocoder` (e.g. GriffinLimVocoder) over the kept mel."""
+        if vocoder is None:
+            return self.speech.reshape(self.num_streams, -1)
+        kept_BxKxFxM = np.where(self.speaking[..., None, None], self.mel, SILENCE_LOG_MEL)
+        b, k, f, m = kept_BxKxFxM.shape
+        return np.stack([vocoder(x.reshape(k * f, m)) for x in kept_BxKxFxM])
+
+
+class DuplexEngine:
+    """Runs a `DuplexModel` (or anything with its `init_state`/`step`) free-running.
+
+    temperature 0 is greedy; otherwise tokens are sampled from softmax(logits / T).
+    Free-running needs tokens_per_block == 1 (a block's N inputs would depend on its own
+    outputs); teacher-forced runs (`forced_tokens_BxKxN`) work for any N.
+    """
+
+    def __init__(self, model, params, config, *, temperature: float = 0.0, seed: int = 0):
+        self.model, self.params, self.config = model, params, config
+        self.temperature, self.seed = float(temperature), seed
+        self.thinking = config.model.thinking
+        if self.thinking not in contract.THINKING_VARIANTS:
+            raise ValueError(f"config.model.thinking: {self.thinking!r} is not one of "
+                             f"{contract.THINKING_VARIANTS}")
+        self.frontend = LogMelFrontend.from_config(config)
+        self.inverse = StreamingMelInverse(self.frontend)
+        self.samples_per_block = contract.samples_per_block(config.audio.sample_rate,
+                                                            config.audio.block_ms)
+        self.tokens_per_block = config.data.tokens_per_block
+        self._init = jax.jit(model.init_state, static_argnums=(2,))
+        self._block = jax.jit(self._block_impl, donate_argnums=(1,))
+
+    def _sample(self, logits_BxNxV: jax.Array, key: jax.Array) -> jax.Array:
+        if self.temperature == 0.0:
+            return jnp.argmax(logits_BxNxV, axis=-1).astype(jnp.int32)
+        scaled = logits_BxNxV.astype(jnp.float32) / self.temperature
+        return jax.random.categorical(key, scaled, axis=-1).astype(jnp.int32)
+
+    def _block_impl(self, params, state, env_BxS, echo, forced_tokens_BxN, forced_asst_BxS):
+        """One block: echo mix, model step, sampling, state machine, speech feedback."""
+        s = self.samples_per_block
+        tokens_BxN = state["tokens"] if forced_tokens_BxN is None else forced_tokens_BxN
+        asst_BxS = state["asst"] if forced_asst_BxS is None else forced_asst_BxS
+        # History covers assistant-stream samples [k*S - max_delay, (k+1)*S).
+        history_BxH = jnp.concatenate([state["history"][:, s:], asst_BxS], axis=1)
+        max_delay = history_BxH.shape[1] - s
+        index_BxS = (max_delay - echo["delay"])[:, None] + jnp.arange(s)[None]
+        echo_BxS = echo["gain"][:, None] * jnp.take_along_axis(history_BxH, index_BxS, axis=1)
+        heard_BxS = env_BxS + echo_BxS
+        carry, out = self.model.step(params, state["model"], dict(
+            env_audio=heard_BxS, asst_audio=asst_BxS, tokens=tokens_BxN))
+
+        key, sample_key, phase_key = jax.random.split(state["key"], 3)
+        raw_BxN = self._sample(out["logits"], sample_key)
+        emitted_BxN, speaking_B = advance_state(self.thinking, raw_BxN, state["speaking"],
+                                                out["speak_logit"])
+        mel_BxFxM = out["mel"].astype(jnp.float32)
+        kept_BxFxM = jnp.where(speaking_B[:, None, None], mel_BxFxM, SILENCE_LOG_MEL)
+        speech_BxS, tail = self.inverse.step(kept_BxFxM, state["tail"], phase_key)
+        speech_BxS = jnp.where(speaking_B[:, None], speech_BxS, 0.0)
+
+        state = dict(model=carry, tokens=emitted_BxN[:, -1:], speaking=speaking_B,
+                     asst=speech_BxS, tail=tail, history=history_BxH, key=key)
+        record = dict(input_tokens=tokens_BxN, tokens=emitted_BxN, raw_tokens=raw_BxN,
+                      speaking=speaking_B, speak_prob=jax.nn.sigmoid(out["speak_logit"]),
+                      mel=mel_BxFxM, speech=speech_BxS, env_audio=heard_BxS,
+                      asst_audio=asst_BxS, logits=out["logits"].astype(jnp.float32))
+        return state, record
+
+    def _blocks(self, audio, batch: int, num_blocks: int, name: str) -> jax.Array:
+        """B x T (zero-padded to whole blocks) or B x K x S -> K x B x S."""
+        audio = jnp.asarray(audio, jnp.float32)
+        s = self.samples_per_block
+        if audio.ndim == 2:
+            audio = jnp.pad(audio, ((0, 0), (0, num_blocks * s - audio.shape[1])))
+        audio = audio.reshape(batch, -1, s)
+        if audio.shape[1] != num_blocks:
+            raise ValueError(f"{name}: {audio.shape[1]} blocks, expected {num_blocks}")
+        return jnp.moveaxis(audio, 1, 0)
+
+    def run(self, env_audio_BxT, prompt_tokens_BxP, *, echo_gain=0.0, echo_delay_s=0.0,
+            forced_tokens_BxKxN=None, forced_asst_audio=None,
+            keep_logits: bool = False) -> EngineResult:
+        """Runs every stream through ceil(T / S) blocks.
+
+        echo_gain, echo_delay_s: scalars or one value per stream. forced_tokens_BxKxN
+        replaces the fed-back input tokens and forced_asst_audio (B x T or B x K x S) the
+        fed-back assistant stream (teacher forcing: then this equals `scan_forward`). The
+        state machine and the recorded speech always follow the model's own emissions.
+        """
+        env_BxT = jnp.asarray(env_audio_BxT, jnp.float32)
+        b, s, n = env_BxT.shape[0], self.samples_per_block, self.tokens_per_block
+        num_blocks = -(-env_BxT.shape[1] // s)
+        if forced_tokens_BxKxN is None and n != 1:
+            raise ValueError(f"free-running needs data.tokens_per_block == 1, got {n}: "
+                             "pass forced_tokens_BxKxN to teacher-force")
+        env_KxBxS = self._blocks(env_BxT, b, num_blocks, "env_audio")
+        forced_tok_KxBxN = forced_asst_KxBxS = None
+        if forced_tokens_BxKxN is not None:
+            forced_tok = jnp.asarray(forced_tokens_BxKxN, jnp.int32)
+            if forced_tok.shape != (b, num_blocks, n):
+                raise ValueError(f"forced_tokens_BxKxN: shape {forced_tok.shape}, expected "
+                                 f"{(b, num_blocks, n)}")
+            forced_tok_KxBxN = jnp.moveaxis(forced_tok, 1, 0)
+        if forced_asst_audio is not None:
+            forced_asst_KxBxS = self._blocks(forced_asst_audio, b, num_blocks,
+                                             "forced_asst_audio")
+        sample_rate = self.config.audio.sample_rate
+        delay_B = np.round(np.broadcast_to(np.asarray(echo_delay_s, np.float64), (b,))
+                           * sample_rate).astype(np.int32)
+        if delay_B.min() < 0:
+            raise ValueError(f"echo_delay_s must be >= 0, got {echo_delay_s}")
+        echo = dict(gain=jnp.broadcast_to(jnp.asarray(echo_gain, jnp.float32), (b,)),
+                    delay=jnp.asarray(delay_B))
+        prompt_BxP = jnp.asarray(prompt_tokens_BxP, jnp.int32)
+        state = dict(
+            model=self._init(self.params, prompt_BxP, num_blocks),
+            tokens=jnp.full((b, 1), contract.BOS_ID, jnp.int32),
+            speaking=jnp.zeros((b,), bool), asst=jnp.zeros((b, s), jnp.float32),
+            tail=self.inverse.init_state(b),
+            history=jnp.zeros((b, int(delay_B.max()) + s), jnp.float32),
+            key=jax.random.key(self.seed))
+        records = []
+        for k in range(num_blocks):
+            state, record = self._block(
+                self.params, state, env_KxBxS[k], echo,
+                None if forced_tok_KxBxN is None else forced_tok_KxBxN[k],
+                None if forced_asst_KxBxS is None else forced_asst_KxBxS[k])
+            if not keep_logits:
+                record.pop("logits")
+            records.append(record)
+        stacked = {name: np.asarray(jnp.stack([r[name] for r in records], axis=1))
+                   for name in records[0]}
+        logits = stacked.pop("logits", None)
+        return EngineResult(**stacked, logits=logits, block_ms=self.config.audio.block_ms,
+                            sample_rate=sample_rate, thinking=self.thinking)

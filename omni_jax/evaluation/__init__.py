@@ -1,0 +1,2 @@
+"""Evaluation: duplex metrics (`metrics`), built on the streaming engine
+(`omni_jax.duplex.engine`)."""
