@@ -223,6 +223,8 @@ def validate(config, num_devices: int | None = None):
               allow_zero=True)
     _check(config.train.warmup_steps < config.train.steps, "train.warmup_steps",
            f"{config.train.warmup_steps} must be < train.steps={config.train.steps}")
+    _positive(config, "checkpoint.keep_last")
+    _positive(config, "checkpoint.keep_every", allow_zero=True)
     if num_devices is not None:
         sizes = mesh_shape(config, num_devices)
         batch_shards = sizes["data"] * sizes["fsdp"]

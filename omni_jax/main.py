@@ -112,7 +112,9 @@ def run(config, workdir: str, mode: str = "train") -> dict:
         state, train_parts = result.state, result.last_metrics
         stopped_early, skipped = result.stopped_early, result.skipped_samples
     step = int(jax.device_get(state.step))
-    eval_parts = evaluate(trainer, config, workdir, tokenizer, state.params)
+    # A preempted run has seconds left: the checkpoint is saved; evaluation can wait.
+    eval_parts = ({} if stopped_early else
+                  evaluate(trainer, config, workdir, tokenizer, state.params))
     extra = dict(devices=jax.device_count(), processes=jax.process_count(),
                  wall_seconds=round(time.time() - started, 1), stopped_early=stopped_early,
                  skipped_samples=skipped, tokenizer_vocab=tokenizer.vocab_size)

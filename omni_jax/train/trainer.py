@@ -19,7 +19,7 @@ import dataclasses
 import logging
 import os
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 import flax.linen as nn
 import jax
@@ -52,11 +52,15 @@ class FitResult:
 class Trainer:
     """Builds the mesh, the model, the optimizer and the jitted train/eval steps."""
 
-    def __init__(self, config, workdir: str | os.PathLike):
-        self.config = configuration.validate(config, num_devices=jax.device_count())
+    def __init__(self, config, workdir: str | os.PathLike,
+                 devices: Sequence[jax.Device] | None = None):
+        # `devices`: the mesh's devices (default: every global device), e.g. a one-device
+        # reference run beside a sharded one in the same process.
+        devices = jax.devices() if devices is None else list(devices)
+        self.config = configuration.validate(config, num_devices=len(devices))
         self.workdir = Path(workdir)
         self.model = DuplexModel.from_config(config)
-        self.mesh = sharding.make_mesh(config)
+        self.mesh = sharding.make_mesh(config, devices)
         self.rules = sharding.logical_rules(config)
         self.batch_sharding = sharding.batch_sharding(self.mesh)
         self.checkpointer = checkpoint.Checkpointer.from_config(
@@ -158,7 +162,7 @@ class Trainer:
         with checkpoint.PreemptionGuard() as guard:
             while step < total:
                 local = next(data_iterator)
-                skipped += int(np.sum(local.get(_SKIPPED, 0)))
+                skipped += int(np.sum(local.get(contract.SKIPPED, 0)))
                 state, parts = self.train_step(state, self.global_batch(local))
                 step += 1
                 window.append(parts)
@@ -196,9 +200,6 @@ class Trainer:
                 f"{int(parts['nonfinite'])} non-finite steps in a row up to step {step} "
                 f"(train.max_consecutive_nonfinite={limit}); last good checkpoint: step "
                 f"{self.checkpointer.latest_step()} in {self.checkpointer.directory}")
-
-
-_SKIPPED = "skipped"
 
 
 def _model_inputs(batch: dict) -> dict:

@@ -1,0 +1,1 @@
+"""Helpers shared by the trainer tests and the subprocesses they start."""
