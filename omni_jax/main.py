@@ -96,6 +96,8 @@ def run(config, workdir: str, mode: str = "train") -> dict:
     configuration.validate(config, num_devices=jax.device_count())
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
+    if jax.process_index() == 0:  # what this run is, for evaluation and serving tools
+        (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
     started = time.time()
     tokenizer = prepare_data(config, workdir)
     trainer = Trainer(config, workdir)
