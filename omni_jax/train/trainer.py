@@ -81,8 +81,7 @@ class Trainer:
                                                    self.rules)
 
         def init(rng):
-            params = nn.meta.unbox(self.model.module.init(
-                rng, **_model_inputs(self.model.dummy_batch(1, 2))))
+            params = nn.meta.unbox(self.model.init(rng))
             params = jax.lax.with_sharding_constraint(params, param_shardings)
             return optim.init_train_state(params, self.optimizer)
 
@@ -200,11 +199,6 @@ class Trainer:
                 f"{int(parts['nonfinite'])} non-finite steps in a row up to step {step} "
                 f"(train.max_consecutive_nonfinite={limit}); last good checkpoint: step "
                 f"{self.checkpointer.latest_step()} in {self.checkpointer.directory}")
-
-
-def _model_inputs(batch: dict) -> dict:
-    return dict(env_audio_BxKxS=batch["env_audio"], asst_audio_BxKxS=batch["asst_audio"],
-                tokens_BxKxN=batch["tokens"], prompt_tokens_BxP=batch["prompt_tokens"])
 
 
 def _state_shardings(abstract_state, param_shardings, mesh) -> Any:
