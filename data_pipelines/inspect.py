@@ -17,11 +17,16 @@ from absl import app, flags
 from ml_collections import config_flags
 import numpy as np
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
-                                          lock_config=True)
-_OUT = flags.DEFINE_string("out", None, "Output folder.", required=True)
-_PER_SCENARIO = flags.DEFINE_integer("per_scenario", 2, "Dialogues per scenario.")
-_SPLIT = flags.DEFINE_enum("split", "train", ["train", "eval"], "Voices: train or held-out.")
+FLAGS = flags.FLAGS
+
+
+def define_flags():
+    """Command-line flags, defined only when run as a program (importing stays free)."""
+    config_flags.DEFINE_config_file("config", None, "Experiment config file.",
+                                    lock_config=True)
+    flags.DEFINE_string("out", None, "Output folder.", required=True)
+    flags.DEFINE_integer("per_scenario", 2, "Dialogues per scenario.")
+    flags.DEFINE_enum("split", "train", ["train", "eval"], "Voices: train or held-out.")
 
 
 def inspect(config, out: Path, per_scenario: int = 2, split: str = "train") -> list[Path]:
@@ -70,9 +75,10 @@ def inspect(config, out: Path, per_scenario: int = 2, split: str = "train") -> l
 
 def main(argv):
     del argv
-    files = inspect(_CONFIG.value, Path(_OUT.value), _PER_SCENARIO.value, _SPLIT.value)
-    print(f"wrote {len(files)} files to {_OUT.value} (see index.md)")
+    files = inspect(FLAGS.config, Path(FLAGS.out), FLAGS.per_scenario, FLAGS.split)
+    print(f"wrote {len(files)} files to {FLAGS.out} (see index.md)")
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

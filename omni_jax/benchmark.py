@@ -24,14 +24,19 @@ import tempfile
 from absl import app, flags
 from ml_collections import config_flags
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
-                                          lock_config=True)
-_WHAT = flags.DEFINE_enum("what", "pipeline", ["pipeline", "params", "step", "train_forms"],
-                          "What to measure.")
-_WORKDIR = flags.DEFINE_string("workdir", "", "Where the corpus lives; '' = a temp dir.")
-_BATCHES = flags.DEFINE_integer("batches", 20, "Batches timed after one warm-up batch.")
-_REPEATS = flags.DEFINE_integer("repeats", 200, "Timed calls (step) or steps (train_forms).")
-_BATCH = flags.DEFINE_integer("batch", 1, "Batch size for step and train_forms.")
+FLAGS = flags.FLAGS
+
+
+def define_flags():
+    """Command-line flags, defined only when run as a program (importing stays free)."""
+    config_flags.DEFINE_config_file("config", None, "Experiment config file.",
+                                    lock_config=True)
+    flags.DEFINE_enum("what", "pipeline", ["pipeline", "params", "step", "train_forms"],
+                      "What to measure.")
+    flags.DEFINE_string("workdir", "", "Where the corpus lives; '' = a temp dir.")
+    flags.DEFINE_integer("batches", 20, "Batches timed after one warm-up batch.")
+    flags.DEFINE_integer("repeats", 200, "Timed calls (step) or steps (train_forms).")
+    flags.DEFINE_integer("batch", 1, "Batch size for step and train_forms.")
 
 
 def bench_pipeline(config, workdir: str, num_batches: int) -> dict:
@@ -144,20 +149,21 @@ def main(argv):
     del argv
     from omni_jax import configuration
 
-    config = configuration.validate(_CONFIG.value)
+    config = configuration.validate(FLAGS.config)
     with tempfile.TemporaryDirectory() as tmp:
-        workdir = _WORKDIR.value or tmp
-        if _WHAT.value == "pipeline":
-            result = bench_pipeline(config, workdir, _BATCHES.value)
-        elif _WHAT.value == "params":
+        workdir = FLAGS.workdir or tmp
+        if FLAGS.what == "pipeline":
+            result = bench_pipeline(config, workdir, FLAGS.batches)
+        elif FLAGS.what == "params":
             result = bench_params(config)
-        elif _WHAT.value == "step":
-            result = bench_step(config, _BATCH.value, _REPEATS.value)
+        elif FLAGS.what == "step":
+            result = bench_step(config, FLAGS.batch, FLAGS.repeats)
         else:
-            result = bench_train_forms(config, _BATCH.value, max(1, _REPEATS.value // 20))
+            result = bench_train_forms(config, FLAGS.batch, max(1, FLAGS.repeats // 20))
     result.update(machine=platform.machine(), cpu_count=os.cpu_count())
     print(json.dumps(result, sort_keys=True))
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

@@ -19,11 +19,16 @@ from pathlib import Path
 from absl import app, flags
 from ml_collections import config_flags
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
-                                          lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory.", required=True)
-_MODE = flags.DEFINE_enum("mode", "train", ["train", "eval"], "Train (and evaluate) or "
-                          "only evaluate the latest checkpoint.")
+FLAGS = flags.FLAGS
+
+
+def define_flags():
+    """Command-line flags, defined only when run as a program (importing stays free)."""
+    config_flags.DEFINE_config_file("config", None, "Experiment config file.",
+                                    lock_config=True)
+    flags.DEFINE_string("workdir", None, "Run directory.", required=True)
+    flags.DEFINE_enum("mode", "train", ["train", "eval"],
+                      "Train (and evaluate) or only evaluate the latest checkpoint.")
 
 log = logging.getLogger(__name__)
 
@@ -128,8 +133,9 @@ def run(config, workdir: str, mode: str = "train") -> dict:
 
 def main(argv):
     del argv
-    run(_CONFIG.value, _WORKDIR.value, _MODE.value)
+    run(FLAGS.config, FLAGS.workdir, FLAGS.mode)
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

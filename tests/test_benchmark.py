@@ -38,7 +38,8 @@ def test_step_and_train_forms_benchmarks_report_their_keys():
     from omni_jax import benchmark
 
     config = tiny.get_config()
-    config.data.num_blocks = 4
+    config.data.num_blocks = 2
+    config.data.prompt_len = 4
     config.model.encoder.num_layers = config.model.llm.num_layers = 1
     config.model.synth.num_layers = 1
     step = benchmark.bench_step(config, batch=1, repeats=5)

@@ -21,6 +21,7 @@ def _config(thinking="explicit", think_form="paper"):
     c = default.get_config()
     c.model.thinking = thinking
     c.loss.think_form = think_form
+    c.loss.speech = 1.0  # the hand-computed totals below weigh speech 1
     return c
 
 
