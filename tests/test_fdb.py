@@ -77,7 +77,8 @@ def _copy(src: Path, dest: Path) -> None:
     shutil.copy(src, dest)
 
 
-def _check_output(in_path: Path, out_folder: Path, rel: str) -> dict:
+def _check_output(in_path: Path, out_folder: Path, rel: str,
+                  prompt: str = world.PROMPT_DIALOGUE) -> dict:
     info_in, info_out = sf.info(str(in_path)), sf.info(str(out_folder / "output.wav"))
     assert info_out.samplerate == info_in.samplerate
     assert info_out.frames == info_in.frames
@@ -86,7 +87,7 @@ def _check_output(in_path: Path, out_folder: Path, rel: str) -> dict:
     assert set(record) == JSON_KEYS
     assert record["input"] == rel and record["input_frames"] == info_in.frames
     assert record["checkpoint_step"] == STEP and record["config_name"] == "tiny_trainer_test"
-    assert record["prompt"] == world.PROMPT_DIALOGUE and record["prompt_tokens"]
+    assert record["prompt"] == prompt and record["prompt_tokens"]
     for event in record["events"]:
         assert event["kind"] in ("start", "stop", "text")
         assert 0.0 <= event["time_s"] < record["duration_s"]
@@ -100,8 +101,8 @@ def _check_output(in_path: Path, out_folder: Path, rel: str) -> dict:
     return record
 
 
-def test_load_run(workdir):
-    run = load_run(workdir)
+def test_load_run(workdir, runner):
+    run = runner.run  # load_run(workdir)
     assert run.step == STEP
     assert run.config.name == "tiny_trainer_test"
     assert isinstance(run.config.mesh.rules, tuple)
@@ -220,6 +221,42 @@ def test_ten_minutes_of_silence_is_processed(runner, tmp_path):
     assert record["num_blocks"] == 7500
 
 
+def test_speech_and_events_of_a_speaking_model(runner):
+    """The random model above never speaks: here a hand-made result speaks in blocks 1-2
+    and from block 4 to the end of a 0.37 s, 48 kHz input (a reply still running)."""
+    from omni_jax.duplex.engine import EngineResult
+
+    speaking_K = np.array([False, True, True, False, True])
+    k, f, m, s = speaking_K.size, 8, 80, runner.samples_per_block
+    tokens = np.full((1, k, 1), 4, np.int32)  # <think> (an id below the text ids)
+    tokens[0, 1, 0] = runner.run.tokenizer.encode("yes")[0]
+    tokens[0, 3, 0] = 300  # a text id beyond the tokenizer's pieces: piece None
+    zeros = np.zeros((1, k, s), np.float32)
+    result = EngineResult(
+        input_tokens=tokens, tokens=tokens, raw_tokens=tokens, speaking=speaking_K[None],
+        speak_prob=np.zeros((1, k), np.float32), mel=np.zeros((1, k, f, m), np.float32),
+        speech=zeros, env_audio=zeros, asst_audio=zeros, logits=None, block_ms=80,
+        sample_rate=16000, thinking="explicit")
+    rate, num_samples = 48000, int(0.37 * 48000)  # the last block is partial
+    audio = runner.speech(result, num_samples, rate)
+    assert audio.shape == (num_samples,) and np.abs(audio).max() <= 1.0
+    per_block = rate * 80 // 1000
+    for block, speaking in enumerate(speaking_K):
+        part = audio[block * per_block:(block + 1) * per_block]
+        assert (np.abs(part).max() > 1e-3) == speaking, block
+
+    info = fdb.audio_io.AudioInfo(rate, 1, num_samples)
+    record = runner.describe(result, info, "x/input.wav")
+    assert record["speaking_intervals"] == [[0.08, 0.24], [0.32, pytest.approx(0.37)]]
+    kinds = [(e["kind"], e["block"]) for e in record["events"]]
+    assert kinds == [("start", 1), ("text", 1), ("stop", 3), ("text", 3), ("start", 4)]
+    yes = runner.run.tokenizer.encode("yes")[0]
+    assert record["events"][1]["piece"] == runner.run.tokenizer.piece_of(yes)
+    assert record["events"][3]["piece"] is None
+    assert record["text"] == runner.run.tokenizer.decode([yes])
+    json.dumps(record)  # plain JSON types only
+
+
 def test_exit_codes():
     s = fdb.Summary
     assert s().exit_code() == 1  # nothing found
@@ -245,12 +282,16 @@ def test_command_line(workdir, tmp_path):
     done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True,
                           timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
-    record = _check_output(inputs / "q" / "input.wav", outputs / "q", "q/input.wav")
-    assert record["prompt"] == "transcribe"
-    # Usage errors and an unloadable workdir exit non-zero with a message.
+    _check_output(inputs / "q" / "input.wav", outputs / "q", "q/input.wav", "transcribe")
     done = subprocess.run(command[:-1], cwd=REPO, env=env, capture_output=True, text=True,
                           timeout=300)
     assert done.returncode != 0 and "INPUT_DIR OUTPUT_DIR" in done.stderr
-    bad = [*command[:3], f"--workdir={tmp_path / 'nope'}", *command[4:]]
-    done = subprocess.run(bad, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 1 and "no such run directory" in done.stderr
+
+
+def test_run_fails_early_on_a_bad_workdir_or_input_dir(tmp_path):
+    (tmp_path / "in").mkdir()
+    with pytest.raises(RunLoadError, match="no such run directory"):
+        fdb.run(tmp_path / "nope", tmp_path / "in", tmp_path / "out")
+    with pytest.raises(fdb.FdbError, match="no such input folder"):
+        fdb.run(tmp_path / "nope", tmp_path / "missing", tmp_path / "out")
+    assert not (tmp_path / "out").exists()

@@ -17,7 +17,8 @@ folder, the runner writes:
                 duration_s, config_name, checkpoint_step, workdir, thinking, fusion,
                 model_sample_rate, block_ms, num_blocks, training_blocks, positions,
                 llm_max_len, prompt, prompt_tokens, temperature, seed,
-                events: [{kind: start|stop|text, block, time_s, (token, piece)}],
+                events: [{kind: start|stop|text, block, time_s, (token, piece)}]
+                (piece None for an id beyond the tokenizer's pieces),
                 speaking_intervals: [[start_s, end_s], ...], text}
                Times are seconds on the input's axis; an event at block k has time
                k * block_ms (`duplex.engine`). A reply still running at the end of the file
@@ -37,8 +38,8 @@ or (with --strict) when any file failed. A workdir that cannot be loaded fails a
 Long inputs. The engine sizes the LLM and synthesizer caches for the whole file
 (`DuplexModel.init_state(num_blocks)`), so memory grows linearly with duration (per stream:
 2 * llm layers * (prompt_len + K * (2 + N)) * kv_heads * head_dim values for the LLM cache
-alone; ~1.6 MB for the tiny config and ~0.7 GB for a 1B-class model at K = 7500) and the
-attention work per block grows with the position. Files up to `--max_seconds` (default 600 s
+alone: at K = 7500, ~90 MB for configs/tiny.py in float32, ~0.74 GB for configs/omni_1b.py
+in bfloat16) and the attention work per block grows with the position. Files up to `--max_seconds` (default 600 s
 = 7500 blocks of 80 ms) are processed whole; a longer one is a per-file error naming the
 limit, raised from the header before any audio is decoded. Beyond the trained length
 (`data.num_blocks`, `model.llm.max_len`) RoPE extrapolates: it runs, the quality is
@@ -188,15 +189,15 @@ class FdbRunner:
     def speech(self, result, num_samples: int, rate: int) -> np.ndarray:
         """The model's speech at `rate`, exactly `num_samples` long, zero where silent."""
         s, speaking_K = self.samples_per_block, result.speaking[0]
+        if not speaking_K.any():
+            return np.zeros(num_samples, np.float32)
         model_T = np.zeros(speaking_K.size * s, np.float32)
         mel_KxFxM = result.mel[0]
         # Only speaking runs are vocoded: exact silence elsewhere, and a ten-minute file
-        # the model never answers costs no Griffin-Lim at all.
+        # the model barely answers costs little Griffin-Lim.
         for k0, k1 in speaking_runs(speaking_K):
             frames = mel_KxFxM[k0:k1].reshape(-1, mel_KxFxM.shape[-1])
             model_T[k0 * s:k1 * s] = fit_length(self.vocoder(frames), (k1 - k0) * s)
-        if not speaking_K.any():
-            return np.zeros(num_samples, np.float32)
         audio_T = fit_length(audio_io.resample(model_T, self.sample_rate, rate), num_samples)
         # Resampling rings a few samples into the silent blocks: mask them at `rate`.
         block_of_sample = (np.arange(num_samples) * 1000 // (rate * self.block_ms))
@@ -209,7 +210,7 @@ class FdbRunner:
 
         config, run = self.run.config, self.run
         num_blocks = int(result.speaking.shape[1])
-        events = result.events(run.tokenizer)[0]
+        events, text_ids = _with_pieces(result.events()[0], run.tokenizer)
         intervals, start = [], None
         for event in events:
             if event["kind"] == "start":
@@ -231,7 +232,7 @@ class FdbRunner:
             llm_max_len=int(config.model.llm.max_len), prompt=self.prompt,
             prompt_tokens=[int(t) for t in self.prompt_tokens[self.prompt_mask]],
             temperature=self.temperature, seed=self.seed, events=events,
-            speaking_intervals=intervals, text=result.text(run.tokenizer)[0])
+            speaking_intervals=intervals, text=run.tokenizer.decode(text_ids))
 
     def process(self, path: Path, out_folder: Path, rel: str) -> dict[str, Any]:
         """Answers `path` into out_folder/output.{wav,json}; returns output.json's content."""
@@ -245,6 +246,20 @@ class FdbRunner:
         speech_T = self.speech(result, info.num_samples, info.sample_rate)
         _write_outputs(out_folder, speech_T, info.sample_rate, record)
         return record
+
+
+def _with_pieces(events: list[dict], tokenizer) -> tuple[list[dict], list[int]]:
+    """Adds each text event's `piece`; returns (events, the decodable text ids). The LLM's
+    vocabulary (`data.tokenizer.vocab_size`) may be larger than the trained tokenizer's:
+    an id beyond it has piece None and is left out of `text`."""
+    text_ids = []
+    for event in events:
+        if event["kind"] == "text":
+            known = event["token"] < tokenizer.vocab_size
+            event["piece"] = tokenizer.piece_of(event["token"]) if known else None
+            if known:
+                text_ids.append(event["token"])
+    return events, text_ids
 
 
 def _cut_blocks(result, num_blocks: int):
