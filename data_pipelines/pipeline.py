@@ -40,7 +40,7 @@ import numpy as np
 from absl import flags, logging
 
 from data_pipelines import augment as augment_lib
-from data_pipelines import contract, render
+from data_pipelines import contract, render, serialize
 from data_pipelines.timeline import Timeline
 from omni_jax.configuration import timing_rules
 
@@ -207,19 +207,11 @@ def make_dataset(config, split: str, tokenizer, *, seed: int, process_index: int
     return ds.batch(batch_size, drop_remainder=True, batch_fn=_collate)
 
 
-def _json_ready(value):
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    raise TypeError(f"{type(value).__name__} in an iterator state is not JSON serialisable")
-
-
 def save_iterator_state(iterator: grain.DatasetIterator, path: str | os.PathLike) -> None:
     """Writes the iterator's state as JSON (what grain's orbax handler stores, too)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(iterator.get_state(), default=_json_ready, indent=1))
+    path.write_text(json.dumps(iterator.get_state(), default=serialize.json_default, indent=1))
 
 
 def restore_iterator_state(iterator: grain.DatasetIterator, path: str | os.PathLike) -> None:

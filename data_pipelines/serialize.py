@@ -46,8 +46,9 @@ def from_int16(pcm: np.ndarray) -> np.ndarray:
     return pcm.astype(np.float32) * np.float32(1.0 / _INT16_SCALE)
 
 
-def _json_default(value: Any):
-    # Scenario meta may hold numpy scalars or arrays: store their Python values.
+def json_default(value: Any):
+    """`json.dumps(..., default=json_default)`: numpy scalars and arrays as Python values
+    (scenario meta and Grain iterator states may hold them)."""
     if isinstance(value, np.generic):
         return value.item()
     if isinstance(value, np.ndarray):
@@ -85,7 +86,7 @@ def serialize(timeline: Timeline) -> dict[str, Any]:
          for t in timeline.turns])
     return dict(event_audio=event_audio, event_offsets=event_offsets, turn_audio=turn_audio,
                 turn_offsets=turn_offsets,
-                info=json.dumps(info, default=_json_default, sort_keys=True))
+                info=json.dumps(info, default=json_default, sort_keys=True))
 
 
 class _Reader:

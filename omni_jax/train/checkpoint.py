@@ -33,6 +33,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 
+from data_pipelines import serialize
+
 STATE, DATA = "state", "data"
 CORRUPT_DIR = "corrupt"
 
@@ -43,14 +45,6 @@ class CheckpointError(RuntimeError):
     """No readable checkpoint where one was required; the message names the directory."""
 
 
-def _json_default(value):
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    raise TypeError(f"{type(value).__name__} in an iterator state is not JSON serialisable")
-
-
 class _IteratorSnapshot:
     """The iterator's position when `save` was called, in the form Grain's handler writes
     for non-`DatasetIterator` items (bytes). Taking it eagerly keeps an async save from
@@ -59,7 +53,7 @@ class _IteratorSnapshot:
     def __init__(self, iterator):
         state = iterator.get_state()
         if not isinstance(state, bytes):
-            state = json.dumps(state, default=_json_default, indent=1).encode()
+            state = json.dumps(state, default=serialize.json_default, indent=1).encode()
         self._state = state
 
     def get_state(self) -> bytes:
