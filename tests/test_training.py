@@ -94,3 +94,14 @@ def test_stage_training_leaves_frozen_parameters_bitwise_unchanged(tmp_path):
                if p.endswith("lora_b"))
     assert any(not np.array_equal(flat_after[p], flat_before[p]) for p in trained
                if p.startswith("connector/"))
+
+
+def test_logged_window_keeps_the_latest_nonfinite_count():
+    # A window of logged steps is averaged, but the consecutive non-finite counter must
+    # not be: averaging 1, 2, 3 would hide a run that reached the stop limit.
+    from omni_jax.train.trainer import _mean_parts
+
+    window = [dict(loss=1.0, nonfinite=1), dict(loss=3.0, nonfinite=2),
+              dict(loss=5.0, nonfinite=3)]
+    summary = _mean_parts(window)
+    assert summary == {"loss": 3.0, "nonfinite": 3.0}

@@ -190,8 +190,9 @@ class Trainer:
         return FitResult(state, step, stopped_early, skipped, last)
 
     def _check_finite(self, parts: dict, step: int) -> None:
-        """Skipped non-finite steps are counted by the optimizer; a long run of them stops
-        training before the next save, so the last good checkpoint stays the newest."""
+        """Skipped non-finite steps are counted by the optimizer; checked at every log step,
+        a run of `train.max_consecutive_nonfinite` of them stops training (skipped steps
+        leave the parameters unchanged, so every checkpoint holds good parameters)."""
         limit = int(self.config.train.max_consecutive_nonfinite)
         if parts.get("nonfinite", 0) >= limit:
             self.checkpointer.wait()
@@ -224,5 +225,8 @@ def _global_norm(tree) -> jax.Array:
 
 
 def _mean_parts(window: list[dict]) -> dict[str, float]:
+    """Window means of the logged parts; `nonfinite` is a counter: its latest value."""
     host = jax.device_get(window)
-    return {k: float(np.mean([float(p[k]) for p in host])) for k in host[0]}
+    summary = {k: float(np.mean([float(p[k]) for p in host])) for k in host[0]}
+    summary["nonfinite"] = float(host[-1]["nonfinite"])
+    return summary
