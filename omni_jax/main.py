@@ -12,7 +12,6 @@ and DIR/metrics.jsonl hold the training curves.
 from __future__ import annotations
 
 import json
-import logging
 import time
 from pathlib import Path
 
@@ -29,8 +28,6 @@ def define_flags():
     flags.DEFINE_string("workdir", None, "Run directory.", required=True)
     flags.DEFINE_enum("mode", "train", ["train", "eval"],
                       "Train (and evaluate) or only evaluate the latest checkpoint.")
-
-log = logging.getLogger(__name__)
 
 
 def prepare_data(config, workdir: Path):
@@ -51,7 +48,6 @@ def prepare_data(config, workdir: Path):
 def evaluate(trainer, config, workdir: Path, tokenizer, params) -> dict:
     """Loss parts on the whole evaluation split (held-out voices, no random augmentation)."""
     import jax
-    import numpy as np
 
     from data_pipelines import pipeline
 

@@ -111,13 +111,8 @@ class Synthesizer(nn.Module):
         # Kernel N x D x W: the LLM width is left unsharded, the output follows `embed`.
         self.in_proj = layers.Dense(spec.width, (None, None, "embed"), axis=(-2, -1),
                                     dtype=dtype)
-        layer = _BlockLayer
-        if self.remat != "none":
-            layer = nn.remat(layer, policy=REMAT_POLICIES[self.remat], prevent_cse=False)
-        self.layers = nn.scan(
-            layer, variable_axes={"params": 0}, split_rngs={"params": True},
-            in_axes=(0,) + (nn.broadcast,) * 3, length=spec.num_layers,
-            metadata_params={nn.PARTITION_NAME: "layers"})(spec, dtype)
+        self.layers = layers.stack_layers(_BlockLayer, spec.num_layers, self.remat,
+                                          num_broadcast_args=3)(spec, dtype)
         self.final_norm = layers.RMSNorm(dtype)
         self.out_proj = layers.Dense(
             (self.frames_per_block, self.n_mels), ("embed", None, "mel"), dtype=dtype,
