@@ -160,6 +160,18 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.train.checkpoint_every = 200  # steps between checkpoints
     c.train.max_consecutive_nonfinite = 10  # non-finite steps in a row before the run stops
 
+    # ---- evaluation suites (omni_jax.evaluation.suites) --------------------------------
+    c.eval = ml_collections.ConfigDict()
+    c.eval.suites = "auto"  # auto (trained scenarios) | all | none | comma list of suites
+    c.eval.cases = 16  # dialogues per suite (held-out voices)
+    c.eval.temperature = 0.0  # 0 = greedy
+    c.eval.seed = 0  # dialogues and sampling
+    c.eval.echo_delay_s = 0.03  # acoustic delay of the model's own echo
+    c.eval.early_stop_tolerance_s = 0.4  # a stop this close to the reply's end is not a stop
+    c.eval.max_turn_latency_s = 2.0  # a reply starting later fails turn-taking
+    c.eval.align_max_lag_s = 0.16  # lag search when aligning speech to its reference
+    c.eval.pictures = 2  # PNG timelines and wavs per suite
+
     # ---- checkpoints --------------------------------------------------------------------
     c.checkpoint = ml_collections.ConfigDict()
     c.checkpoint.keep_last = 3  # newest checkpoints kept

@@ -106,6 +106,20 @@ def mesh_shape(config, num_devices: int) -> dict[str, int]:
     return sizes
 
 
+def _validate_eval(config):
+    from omni_jax.evaluation import suites  # numpy-only at import
+
+    try:
+        suites.selected_suites(config)
+    except ValueError as e:
+        _fail("eval.suites", str(e).removeprefix("config.eval.suites: "))
+    _positive(config, "eval.cases", "eval.max_turn_latency_s")
+    _positive(config, "eval.temperature", "eval.echo_delay_s", "eval.early_stop_tolerance_s",
+              "eval.align_max_lag_s", "eval.pictures", allow_zero=True)
+    _check(config.eval.cases <= 1024, "eval.cases",
+           f"{config.eval.cases} dialogues per suite run as one batch; use <= 1024")
+
+
 def validate(config, num_devices: int | None = None):
     """Raises ConfigError naming the first impossible field. Returns the config."""
     # Audio and blocks.
@@ -225,6 +239,8 @@ def validate(config, num_devices: int | None = None):
            f"{config.train.warmup_steps} must be < train.steps={config.train.steps}")
     _positive(config, "checkpoint.keep_last")
     _positive(config, "checkpoint.keep_every", allow_zero=True)
+    if "eval" in config:  # run directories written before the suites existed lack it
+        _validate_eval(config)
     if num_devices is not None:
         sizes = mesh_shape(config, num_devices)
         batch_shards = sizes["data"] * sizes["fsdp"]

@@ -65,11 +65,25 @@ def evaluate(trainer, config, workdir: Path, tokenizer, params) -> dict:
     return {k: v / batches for k, v in totals.items()} if batches else {}
 
 
+def run_suites(trainer, config, workdir: Path, tokenizer, params, step: int) -> dict:
+    """The evaluation suites (`omni_jax.evaluation.suites`) on the held-out voices; pictures,
+    wavs and per-case results under DIR/eval/step_N/."""
+    from omni_jax.evaluation import suites
+
+    return suites.run_suites(trainer.model, params, config, tokenizer, step=step,
+                             out_dir=workdir / "eval" / f"step_{step}")
+
+
+def _cell(value) -> str:
+    return "n/a" if value is None else f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
 def write_report(workdir: Path, config, step: int, train_parts: dict, eval_parts: dict,
-                 extra: dict) -> None:
+                 extra: dict, suites: dict | None = None) -> None:
+    suites = suites or {}
     report = dict(step=step, config=config.name, thinking=config.model.thinking,
                   fusion=config.model.fusion, encoder=config.model.encoder.kind,
-                  train=train_parts, eval=eval_parts, suites={}, **extra)
+                  train=train_parts, eval=eval_parts, suites=suites, **extra)
     (workdir / "report.json").write_text(json.dumps(report, indent=2, sort_keys=True))
     lines = [f"# Report: {config.name} at step {step}", "",
              f"thinking `{config.model.thinking}`, fusion `{config.model.fusion}`, encoder "
@@ -79,6 +93,13 @@ def write_report(workdir: Path, config, step: int, train_parts: dict, eval_parts
         if parts:
             lines += [f"## {title}", "", "| metric | value |", "|---|---|"]
             lines += [f"| {k} | {v:.4g} |" for k, v in sorted(parts.items())]
+            lines.append("")
+    if suites:
+        lines += ["## Suites (free-running, held-out voices)", "",
+                  f"Per-case results, pictures and wavs: `eval/step_{step}/SUITE/`.", ""]
+        for name, scores in suites.items():
+            lines += [f"### {name}", "", "| metric | value |", "|---|---|"]
+            lines += [f"| {k} | {_cell(v)} |" for k, v in sorted(scores.items())]
             lines.append("")
     lines += ["## Run", "", "| | |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in sorted(extra.items())]
@@ -107,6 +128,9 @@ def run(config, workdir: str, mode: str = "train") -> dict:
         process_count=jax.process_count(), workdir=workdir)
     data_iterator = iter(dataset)
     state = trainer.restore_or_init(data_iterator)
+    if mode == "eval" and trainer.checkpointer.restored_step is None:
+        raise SystemExit(f"--mode=eval: no readable checkpoint under {workdir / 'checkpoints'}"
+                         " (train first, or point --workdir at a trained run)")
     train_parts, stopped_early, skipped = {}, False, 0
     if mode == "train":
         result = trainer.fit(
@@ -118,13 +142,22 @@ def run(config, workdir: str, mode: str = "train") -> dict:
     # A preempted run has seconds left: the checkpoint is saved; evaluation can wait.
     eval_parts = ({} if stopped_early else
                   evaluate(trainer, config, workdir, tokenizer, state.params))
+    suite_scores, suites_note = {}, ""
+    if stopped_early:
+        suites_note = "stopped early: run --mode=eval"
+    elif jax.process_count() > 1:  # the engine runs on one host's devices
+        suites_note = "multi-process run: evaluate with --mode=eval on one process"
+    else:
+        suite_scores = run_suites(trainer, config, workdir, tokenizer, state.params, step)
     extra = dict(devices=jax.device_count(), processes=jax.process_count(),
                  wall_seconds=round(time.time() - started, 1), stopped_early=stopped_early,
                  skipped_samples=skipped, tokenizer_vocab=tokenizer.vocab_size)
+    if suites_note:
+        extra["suites_note"] = suites_note
     if jax.process_index() == 0:
-        write_report(workdir, config, step, train_parts, eval_parts, extra)
+        write_report(workdir, config, step, train_parts, eval_parts, extra, suite_scores)
         print(f"report: {workdir / 'report.md'}", flush=True)
-    return dict(step=step, train=train_parts, eval=eval_parts, **extra)
+    return dict(step=step, train=train_parts, eval=eval_parts, suites=suite_scores, **extra)
 
 
 def main(argv):

@@ -107,6 +107,12 @@ def test_sigterm_checkpoints_and_exits_cleanly(tmp_path, data_dir):
     runner.run(args + ["--mode=eval"])
     report = json.loads((workdir / "report.json").read_text())
     assert report["step"] == step and report["stopped_early"] is False
+    # ...and the evaluation suites ran from it, with their files.
+    assert report["suites"]["asr"]["cases"] == 2 and report["suites"]["asr"]["wer"] >= 0
+    suite_dir = workdir / "eval" / f"step_{step}" / "asr"
+    assert len((suite_dir / "cases.jsonl").read_text().splitlines()) == 2
+    assert (suite_dir / "case0_echo0.png").stat().st_size > 0
+    assert "### asr" in (workdir / "report.md").read_text()
 
 
 def test_synthetic_batches_satisfy_the_contract():

@@ -214,13 +214,21 @@ class DuplexEngine:
     """Runs a `DuplexModel` (or anything with its `init_state`/`step`) free-running.
 
     temperature 0 is greedy; otherwise tokens are sampled from softmax(logits / T).
+    `vocab_size` (e.g. the tokenizer's) restricts emissions to ids below it: the model's
+    output layer is sized by the config and may exceed the pieces the trained tokenizer
+    has, and an id without a piece is never a training target.
     Free-running needs tokens_per_block == 1 (a block's N inputs would depend on its own
     outputs); teacher-forced runs (`forced_tokens_BxKxN`) work for any N.
     """
 
-    def __init__(self, model, params, config, *, temperature: float = 0.0, seed: int = 0):
+    def __init__(self, model, params, config, *, temperature: float = 0.0, seed: int = 0,
+                 vocab_size: int | None = None):
         self.model, self.params, self.config = model, params, config
         self.temperature, self.seed = float(temperature), seed
+        if vocab_size is not None and vocab_size <= FIRST_TEXT_ID:
+            raise ValueError(f"vocab_size {vocab_size} leaves no text ids (the first is "
+                             f"{FIRST_TEXT_ID})")
+        self.vocab_size = vocab_size
         self.thinking = config.model.thinking
         if self.thinking not in contract.THINKING_VARIANTS:
             raise ValueError(f"config.model.thinking: {self.thinking!r} is not one of "
@@ -234,6 +242,9 @@ class DuplexEngine:
         self._block = jax.jit(self._block_impl, donate_argnums=(1,))
 
     def _sample(self, logits_BxNxV: jax.Array, key: jax.Array) -> jax.Array:
+        if self.vocab_size is not None and self.vocab_size < logits_BxNxV.shape[-1]:
+            in_vocab_V = jnp.arange(logits_BxNxV.shape[-1]) < self.vocab_size
+            logits_BxNxV = jnp.where(in_vocab_V, logits_BxNxV, -jnp.inf)
         if self.temperature == 0.0:
             return jnp.argmax(logits_BxNxV, axis=-1).astype(jnp.int32)
         scaled = logits_BxNxV.astype(jnp.float32) / self.temperature

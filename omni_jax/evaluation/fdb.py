@@ -152,7 +152,7 @@ class FdbRunner:
         self.temperature, self.seed = float(temperature), int(seed)
         self.max_seconds = float(max_seconds)
         self.engine = DuplexEngine(run.model, run.params, config, temperature=temperature,
-                                   seed=seed)
+                                   seed=seed, vocab_size=run.tokenizer.vocab_size)
         self.vocoder = make_vocoder(config)
         self.sample_rate = int(config.audio.sample_rate)
         self.block_ms = int(config.audio.block_ms)

@@ -34,6 +34,9 @@ def get_config(arg=None):
     c.train.checkpoint_every = 1
     c.train.max_consecutive_nonfinite = 2
     c.checkpoint.keep_last = 20  # every step of a short test run stays
+    c.eval.suites = "asr"  # the main job's suites path, as small as it gets
+    c.eval.cases = 2
+    c.eval.pictures = 1
     if arg:
         for item in arg.split(","):  # e.g. "mesh=2x2x2"
             key, value = item.split("=")
