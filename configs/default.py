@@ -112,6 +112,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.model.encoder.stack = 2  # frames stacked per embedding (25 Hz x 2 = one per 80 ms)
     c.model.encoder.scan = "associative"  # mamba scan: associative (accelerators) | sequential
     c.model.encoder.max_blocks = 128  # transformer kind: attention window / cache, in blocks
+    c.model.encoder.remat = ""  # remat policy of the encoder layers ("" = model.remat)
 
     c.model.llm = ml_collections.ConfigDict()
     c.model.llm.num_layers = 4  # decoder layers
@@ -125,6 +126,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.model.llm.lora_rank = 0  # 0 = no LoRA adapters
     c.model.llm.lora_alpha = 32.0  # LoRA scaling numerator (scale = alpha / rank)
     c.model.llm.lora_targets = ("q", "v")  # projections that get LoRA adapters
+    c.model.llm.remat = ""  # remat policy of the LLM layers ("" = model.remat)
+    c.model.llm.qkv_bias = False  # biases on q/k/v (Qwen2-style checkpoints)
+    # A Llama/Qwen2 checkpoint directory (HF safetensors) a fresh run starts the LLM from.
+    c.model.llm.pretrained_path = ""  # "" = random init (see omni_jax/models/pretrained.py)
+    c.model.llm.pretrained_vocab = "exact"  # exact | prefix: copy the first min(V) rows
 
     c.model.synth = ml_collections.ConfigDict()
     c.model.synth.num_layers = 2  # synthesizer decoder layers
@@ -135,6 +141,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.model.synth.rope_theta = 10000.0  # RoPE base over block positions
     c.model.synth.llm_layer = -1  # LLM hidden layer it reads (-1 = last)
     c.model.synth.vocoder = "griffin_lim"  # griffin_lim | neural (a trained vocoder slot)
+    c.model.synth.remat = ""  # remat policy of the synthesizer layers ("" = model.remat)
 
     # ---- loss ---------------------------------------------------------------------------
     c.loss = ml_collections.ConfigDict()
@@ -171,6 +178,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.eval.max_turn_latency_s = 2.0  # a reply starting later fails turn-taking
     c.eval.align_max_lag_s = 0.16  # lag search when aligning speech to its reference
     c.eval.pictures = 2  # PNG timelines and wavs per suite
+    c.eval.splits = ("eval",)  # user-speech splits scored (fsdd also has "test")
 
     # ---- checkpoints --------------------------------------------------------------------
     c.checkpoint = ml_collections.ConfigDict()

@@ -3,8 +3,10 @@
 User turns are strings of one to five digits, each string joined from FSDD clips of one
 speaker (8 kHz recordings resampled to 16 kHz) with 50-300 ms pauses; word times are exact
 (one clip is one word). One speaker is held out: the eval split hears only that speaker,
-the train split never does, so the figure is speaker-independent. The assistant transcribes
-while listening (the `asr` scenario, explicit thinking); nothing else is generated.
+the train split never does, so the figure is speaker-independent. Training also never reads
+FSDD's official test takes (0-4 of every speaker), which the `asr@test` suite scores. The
+assistant transcribes while listening (the `asr` scenario, explicit thinking); nothing else
+is generated.
 
   python -m omni_jax.main --config=configs/fsdd_asr.py \\
       --config.data.real_dir=/path/to/free-spoken-digit-dataset --workdir=DIR
@@ -48,6 +50,7 @@ def get_config(arg=None):
     c.data.augment.echo_prob = 0.0
     c.data.augment.gain_db = (-6.0, 0.0)
     c.loss.speech = 0.0  # no speech targets in ASR
+    c.eval.splits = ("eval", "test")  # held-out speaker; FSDD's official test takes 0-4
     c.train.steps = 1500
     c.train.warmup_steps = 100
     c.train.eval_every = 500

@@ -80,3 +80,11 @@ def get_config(arg=None):
     c.train.checkpoint_every = 100
     c.model.encoder.scan = "sequential"  # ~2x faster than associative on a CPU
     return apply_variants(c, arg)
+
+
+def get_sweep(arg=None):
+    """The sweep `launch/sweep.py --config=configs/tiny.py` expands: the three thinking
+    variants x two peak learning rates (6 runs, every combination)."""
+    del arg
+    return {"model.thinking": ["explicit", "negative_ce", "implicit"],
+            "train.learning_rate": [1e-3, 3e-3]}

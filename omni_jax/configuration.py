@@ -21,6 +21,7 @@ TOKENIZER_TYPES = ("unigram", "bpe", "word")
 SCENARIOS = ("asr", "enhancement", "target_speaker", "tts", "qa", "barge_in_ci",
              "barge_in_echo", "barge_in_cd", "backchannel", "third_speaker", "multi_turn")
 MESH_AXES = ("data", "fsdp", "tensor")
+PRETRAINED_VOCAB = ("exact", "prefix")  # see omni_jax.models.pretrained
 
 
 class ConfigError(ValueError):
@@ -118,6 +119,12 @@ def _validate_eval(config):
               "eval.align_max_lag_s", "eval.pictures", allow_zero=True)
     _check(config.eval.cases <= 1024, "eval.cases",
            f"{config.eval.cases} dialogues per suite run as one batch; use <= 1024")
+    splits = tuple(config.eval.get("splits", ("eval",)))
+    _check(bool(splits) and splits[0] == "eval" and len(set(splits)) == len(splits),
+           "eval.splits", f"{splits} must start with 'eval' and not repeat")
+    extra = [s for s in splits[1:] if not (s == "test" and config.data.source == "fsdd")]
+    _check(not extra, "eval.splits", f"{extra}: only data.source='fsdd' has another "
+           "split ('test', FSDD's official test takes)")
 
 
 def validate(config, num_devices: int | None = None):
@@ -189,6 +196,9 @@ def validate(config, num_devices: int | None = None):
     _choice(config, "model.thinking", contract.THINKING_VARIANTS)
     _choice(config, "model.dtype", DTYPES)
     _choice(config, "model.remat", REMAT_POLICIES)
+    for part in ("encoder", "llm", "synth"):  # "" or absent: the part uses model.remat
+        if m[part].get("remat", ""):
+            _choice(config, f"model.{part}.remat", REMAT_POLICIES)
     _choice(config, "model.encoder.kind", ENCODER_KINDS)
     _choice(config, "model.encoder.scan", MAMBA_SCANS)
     frames_per_block = a.block_ms // a.hop_ms
@@ -222,6 +232,9 @@ def validate(config, num_devices: int | None = None):
     _check(-m.llm.num_layers <= layer < m.llm.num_layers, "model.synth.llm_layer",
            f"{layer} is past the LLM depth {m.llm.num_layers}")
     _positive(config, "model.llm.lora_rank", allow_zero=True)
+    vocab_policy = m.llm.get("pretrained_vocab", "exact")  # absent in older saved configs
+    _check(vocab_policy in PRETRAINED_VOCAB, "model.llm.pretrained_vocab",
+           f"{vocab_policy!r} is not one of {list(PRETRAINED_VOCAB)}")
 
     # Loss.
     _choice(config, "loss.think_form", THINK_FORMS)

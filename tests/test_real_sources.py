@@ -134,6 +134,33 @@ def test_fsdd_digit_strings_hold_a_speaker_out():
         real_speech.FsddBank(str(root), "train", "nobody")
 
 
+def test_fsdd_official_test_takes_never_train(tmp_path):
+    """train: takes 5-49 of all but the held-out speaker; eval: the held-out speaker, every
+    take; test: FSDD's official test takes 0-4 of every speaker."""
+    import shutil
+
+    folder = tmp_path / "recordings"
+    folder.mkdir()
+    for clip in (FIXTURES / "fsdd" / "recordings").glob("*.wav"):
+        digit, speaker, _ = clip.stem.split("_")
+        for take in (3, 12):
+            shutil.copy(clip, folder / f"{digit}_{speaker}_{take}.wav")
+
+    def takes(split):
+        digits = fsdd.load_digits(tmp_path, *fsdd.split_selection(tmp_path, split, "theo")[:1],
+                                  16000, keep_take=fsdd.split_takes(split))
+        return {(c.speaker, c.take) for per in digits.clips.values() for cs in per.values()
+                for c in cs}
+
+    assert takes("train") == {("jackson", 12)}
+    assert takes("eval") == {("theo", 3), ("theo", 12)}
+    assert takes("test") == {("jackson", 3), ("theo", 3)}
+    bank = real_speech.FsddBank(str(tmp_path), "test", "theo")
+    assert bank.speakers() == ["jackson", "theo"]
+    with pytest.raises(ValueError, match="unknown split 'dev'"):
+        fsdd.split_takes("dev")
+
+
 @pytest.fixture(scope="module")
 def tokenizer(tmp_path_factory, sources):
     texts = world.all_texts() + list(LIBRISPEECH.values()) + [JFK, "that makes ten"]

@@ -4,6 +4,12 @@ A generator is `generate(rng: numpy.random.Generator, ctx: ScenarioContext) -> T
 deterministic given `rng`. `SCENARIOS` maps the names of `config.data.scenarios` to them;
 `sample_scenario` draws a name from that mixture; `make_context` builds the context from a
 config. The renderer turns any Timeline into a BlockSequence; scenarios never build tensors.
+
+Every generator draws its people through `speakers`: the user's speech comes from
+`ctx.user_speech` (a real corpus: `real_speech.CorpusBank`, `FsddBank`) when it is set, else
+from espeak voices speaking the world's text; `speakers` says which lines a corpus supplies
+(free sentences, questions) and which keep their words in an espeak voice (stop phrases,
+backchannels, follow-ups), and what the assistant answers a corpus question with.
 """
 
 from __future__ import annotations
@@ -48,15 +54,8 @@ def sample_scenario(rng: np.random.Generator, weights: Mapping[str, float]) -> s
 
 
 def generate(name: str, rng: np.random.Generator, ctx: ScenarioContext) -> Timeline:
-    """The Timeline of scenario `name` (a ValueError names an unknown one)."""
+    """The Timeline of scenario `name`, its user turns from `ctx.user_speech` when set (a
+    ValueError names an unknown scenario)."""
     if name not in SCENARIOS:
         raise ValueError(f"unknown scenario {name!r}; known: {list(SCENARIOS)}")
-    if ctx.user_speech is not None:
-        from data_pipelines.scenarios import real_speech
-
-        real = real_speech.generators(ctx.user_speech)
-        if name not in real:
-            raise ValueError(f"scenario {name!r} cannot draw user turns from real speech "
-                             f"yet; supported: {sorted(real)}")
-        return real[name](rng, ctx)
     return SCENARIOS[name](rng, ctx)

@@ -13,6 +13,11 @@ Each starts with a user question whose reply is long (6-14 words), then:
 
 `stop_s` of a stopped reply is the end of the interrupting utterance. `meta` says
 `should_stop`, `interruption_kind` and the `interruption` text heard (None when nothing is).
+
+With a real corpus (`ctx.user_speech`) the user's question and third-speaker chatter are
+corpus utterances; the reply is the corpus's when it has a usable one, else the world's long
+reply; stop phrases, non-stop words, backchannels and follow-ups keep their words in a
+stand-in espeak voice (see `speakers`).
 """
 
 from __future__ import annotations
@@ -22,8 +27,10 @@ from typing import Any
 import numpy as np
 
 from data_pipelines import timeline, voices, world
+from data_pipelines.scenarios import speakers
 from data_pipelines.scenarios.base import (Draft, Reply, ScenarioContext, fit_attempts,
                                            lead_in_s, pick_voice, place_in_reply, shrink)
+from data_pipelines.scenarios.speakers import Speaker
 from data_pipelines.timeline import AudioEvent, Timeline
 
 CI_KINDS = (("trigger", 0.5), ("non_stop", 0.3), ("none", 0.2))
@@ -40,24 +47,26 @@ def draw_kind(rng: np.random.Generator, kinds: tuple[tuple[str, float], ...]) ->
     return names[int(rng.choice(len(names), p=np.asarray(weights) / sum(weights)))]
 
 
-def ask_long(rng: np.random.Generator, draft: Draft, attempt: int, voice: voices.Voice,
+def ask_long(rng: np.random.Generator, draft: Draft, attempt: int, user: Speaker,
              creatures_only: bool = False, stopped: bool = False) -> tuple[world.QA, Reply]:
     """The user asks a question with a long reply; returns it and the planned reply. Later
-    attempts draw shorter replies, unless the reply is `stopped` (then its length is moot)."""
+    attempts draw shorter replies, unless the reply is `stopped` (then its length is moot).
+    `creatures_only`: the reply describes a world creature (follow-ups ask about it)."""
     longest = world.LONG_MAX_WORDS
     max_words = longest if stopped else shrink(attempt, longest, world.LONG_MIN_WORDS, draft.ctx)
     qa = world.long_qa(rng, max_words=max_words, creatures_only=creatures_only)
-    question = draft.say(timeline.USER, "question", qa.question, voice, lead_in_s(rng, attempt))
+    question, qa = speakers.ask(rng, draft, user, qa, lead_in_s(rng, attempt),
+                                reply_words=(world.LONG_MIN_WORDS, max_words),
+                                about_world=creatures_only)
     return qa, draft.plan_reply(qa.answer, question.end_s(draft.ctx.sample_rate))
 
 
 def interject(rng: np.random.Generator, draft: Draft, reply: Reply, role: str, kind: str,
-              text: str, voice: voices.Voice, gain: float = 1.0,
+              utterance: voices.Utterance, gain: float = 1.0,
               latest_fraction: float = 1.0) -> AudioEvent:
-    """Someone says `text` while `reply` is being spoken; returns the event."""
-    duration_s = draft.ctx.synth.say(text, voice).duration_s
-    start_s = place_in_reply(rng, reply, duration_s, latest_fraction)
-    return draft.say(role, kind, text, voice, start_s, gain)
+    """`utterance` is heard while `reply` is being spoken; returns the event."""
+    start_s = place_in_reply(rng, reply, utterance.duration_s, latest_fraction)
+    return draft.hear(role, kind, utterance, start_s, gain)
 
 
 def qa_meta(qa: world.QA) -> dict[str, Any]:
@@ -67,14 +76,14 @@ def qa_meta(qa: world.QA) -> dict[str, Any]:
 def _context_independent(rng, ctx: ScenarioContext, attempt: int, kind: str, echo: bool,
                          scenario: str) -> Timeline:
     draft = Draft(ctx)
-    voice = pick_voice(rng, ctx.user_voices)
-    qa, reply = ask_long(rng, draft, attempt, voice, stopped=kind == "trigger")
+    user = speakers.pick_user(rng, ctx, asks=True)
+    qa, reply = ask_long(rng, draft, attempt, user, stopped=kind == "trigger")
     meta = dict(qa_meta(qa), should_stop=kind == "trigger", interruption_kind=kind,
                 interruption=None)
     stop_s = None
     if kind != "none":
         text = world.interruption(rng) if kind == "trigger" else world.non_stop_word(rng)
-        event = interject(rng, draft, reply, timeline.USER, kind, text, voice)
+        event = interject(rng, draft, reply, timeline.USER, kind, user.say(text))
         meta["interruption"] = text
         if kind == "trigger":
             stop_s = event.end_s(ctx.sample_rate)
@@ -109,23 +118,26 @@ def barge_in_cd(rng: np.random.Generator, ctx: ScenarioContext) -> Timeline:
 
     def attempt(rng, ctx, i):
         draft = Draft(ctx)
-        voice = pick_voice(rng, ctx.user_voices)
-        qa, reply = ask_long(rng, draft, i, voice, creatures_only=True,
+        user = speakers.pick_user(rng, ctx, asks=True)
+        qa, reply = ask_long(rng, draft, i, user, creatures_only=True,
                              stopped=kind == "relevant")
         follow = world.follow_up_qa(rng, qa.topic, max_words=shrink(i, 12, 8, ctx))
         meta = dict(qa_meta(qa), should_stop=kind == "relevant", interruption_kind=kind)
         if kind == "irrelevant":
             text = world.irrelevant_question(rng, max_words=shrink(i, 6, 4, ctx))
-            interject(rng, draft, reply, timeline.USER, kind, text, voice)
+            interject(rng, draft, reply, timeline.USER, kind, user.say(text))
             draft.speak(reply)
         elif kind == "third_speaker":
+            # A scripted follow-up: an espeak third voice, also with a corpus.
             text = follow.question
-            interject(rng, draft, reply, timeline.THIRD, kind, text,
-                      pick_voice(rng, ctx.voices.third), gain=float(rng.uniform(*THIRD_GAIN)))
+            third = pick_voice(rng, ctx.voices.third)
+            gain = float(rng.uniform(*THIRD_GAIN))
+            interject(rng, draft, reply, timeline.THIRD, kind, ctx.synth.say(text, third),
+                      gain=gain)
             draft.speak(reply)
         else:
             text = follow.question
-            event = interject(rng, draft, reply, timeline.USER, kind, text, voice,
+            event = interject(rng, draft, reply, timeline.USER, kind, user.say(text),
                               latest_fraction=FOLLOW_UP_LATEST_FRACTION)
             end_s = event.end_s(ctx.sample_rate)
             draft.speak(reply, stop_s=end_s)
@@ -140,18 +152,19 @@ def barge_in_cd(rng: np.random.Generator, ctx: ScenarioContext) -> Timeline:
 def backchannel(rng: np.random.Generator, ctx: ScenarioContext) -> Timeline:
     def attempt(rng, ctx, i):
         draft = Draft(ctx)
-        voice = pick_voice(rng, ctx.user_voices)
-        qa, reply = ask_long(rng, draft, i, voice)
+        user = speakers.pick_user(rng, ctx, asks=True)
+        qa, reply = ask_long(rng, draft, i, user)
         said = []
         first = world.backchannel(rng)
-        event = interject(rng, draft, reply, timeline.USER, "backchannel", first, voice,
+        event = interject(rng, draft, reply, timeline.USER, "backchannel", user.say(first),
                           latest_fraction=0.5)
         said.append(first)
         second = world.backchannel(rng)
         start_s = event.end_s(ctx.sample_rate) + float(rng.uniform(0.3, 0.8))
-        end_s = start_s + ctx.synth.say(second, voice).duration_s
+        second_said = user.say(second)
+        end_s = start_s + second_said.duration_s
         if rng.random() < 0.5 and end_s < reply.speech_end_s - 0.3:
-            draft.say(timeline.USER, "backchannel", second, voice, start_s)
+            draft.hear(timeline.USER, "backchannel", second_said, start_s)
             said.append(second)
         draft.speak(reply)
         meta = dict(qa_meta(qa), should_stop=False, interruption_kind="backchannel",
@@ -164,16 +177,19 @@ def backchannel(rng: np.random.Generator, ctx: ScenarioContext) -> Timeline:
 def third_speaker(rng: np.random.Generator, ctx: ScenarioContext) -> Timeline:
     def attempt(rng, ctx, i):
         draft = Draft(ctx)
-        voice = pick_voice(rng, ctx.user_voices)
-        qa, reply = ask_long(rng, draft, i, voice)
+        user = speakers.pick_user(rng, ctx, asks=True)
+        qa, reply = ask_long(rng, draft, i, user)
         text = world.chatter(rng, max_words=shrink(i, 8, 3, ctx))
         # The chatter starts while the assistant speaks and may run on after it finishes.
         start_s = float(rng.uniform(reply.speech_start_s + 0.25, reply.speech_end_s - 0.5))
-        draft.say(timeline.THIRD, "chatter", text, pick_voice(rng, ctx.voices.third), start_s,
-                  gain=float(rng.uniform(*THIRD_GAIN)))
+        third = speakers.pick_third(rng, ctx, user)
+        gain = float(rng.uniform(*THIRD_GAIN))
+        chatter = draft.hear(timeline.THIRD, "chatter",
+                             third.line(rng, text, speakers.room_s(ctx, start_s)), start_s,
+                             gain=gain)
         draft.speak(reply)
         meta = dict(qa_meta(qa), should_stop=False, interruption_kind="third_speaker",
-                    interruption=text)
+                    interruption=chatter.text)
         return draft.finish(rng, "third_speaker", world.PROMPT_DIALOGUE, meta)
 
     return fit_attempts("third_speaker", attempt, rng, ctx)

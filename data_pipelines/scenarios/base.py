@@ -41,9 +41,9 @@ class ScenarioContext:
     timing: contract.TimingRules
     tokens_per_block: int = 1
     max_attempts: int = 8  # draws of content before a scenario gives up
-    # Where user turns come from: None = espeak voices speaking the world's text; else an
-    # UtteranceBank of real speech (scenarios.real_speech), used by the scenarios that
-    # support it (asr, qa).
+    # Where user turns come from: None = the context's espeak user voices speaking the
+    # world's text; else an UtteranceBank of real speech (scenarios.real_speech). Every
+    # scenario draws its people through scenarios.speakers, which says what a bank supplies.
     user_speech: Any = None
 
     def __post_init__(self):
@@ -148,10 +148,14 @@ class Draft:
     def say(self, role: str, kind: str, text: str, voice: voices.Voice, start_s: float,
             gain: float = 1.0) -> AudioEvent:
         """A voice says `text` in the environment stream, starting at `start_s`."""
-        utt = self.ctx.synth.say(text, voice)
-        return self.add_event(AudioEvent(role=role, kind=kind, start_s=start_s, audio=utt.audio,
-                                         speaker=voice.voice_id, text=text, words=utt.words,
-                                         gain=gain))
+        return self.hear(role, kind, self.ctx.synth.say(text, voice), start_s, gain)
+
+    def hear(self, role: str, kind: str, utterance: voices.Utterance, start_s: float,
+             gain: float = 1.0) -> AudioEvent:
+        """`utterance` (synthesized or real) heard in the environment stream from `start_s`."""
+        return self.add_event(AudioEvent(role=role, kind=kind, start_s=start_s,
+                                         audio=utterance.audio, speaker=utterance.voice_id,
+                                         text=utterance.text, words=utterance.words, gain=gain))
 
     def plan_reply(self, text: str, start_s: float,
                    utterance: voices.Utterance | None = None) -> Reply:
@@ -197,8 +201,11 @@ class Draft:
     def finish(self, rng: np.random.Generator, scenario: str, prompt: str,
                meta: dict[str, Any], echo_gain: float = 0.0,
                echo_delay_s: float = 0.0) -> Timeline:
-        """The Timeline: content plus a short silent tail, in whole blocks."""
+        """The Timeline: content plus a short silent tail, in whole blocks. `meta` gets the
+        split, and `real_speech=True` when the user's speech came from `ctx.user_speech`."""
         ctx = self.ctx
+        if ctx.user_speech is not None:
+            meta = dict(meta, real_speech=True)
         end_s = self.busy_until_s + rng.uniform(*TAIL_S)
         duration_s = min(ctx.max_duration_s, np.ceil(end_s / ctx.block_s - 1e-9) * ctx.block_s)
         return Timeline(scenario=scenario, sample_rate=ctx.sample_rate,

@@ -7,6 +7,11 @@ multi_turn: two or three exchanges with one user. A later question may be a foll
   A long reply may be interrupted by a stop phrase (the assistant stops and the user asks
   again later), by a relevant follow-up (stop, then answer it), or hear a backchannel (keep
   speaking).
+
+With a real corpus (`ctx.user_speech`) each question is one of the corpus user's utterances,
+answered with the corpus reply when it has one and else with the world answer drawn for it;
+follow-ups about a creature the assistant talked about, stop phrases and backchannels keep
+their words in a stand-in espeak voice (see `speakers`).
 """
 
 from __future__ import annotations
@@ -14,9 +19,11 @@ from __future__ import annotations
 import numpy as np
 
 from data_pipelines import timeline, world
+from data_pipelines.scenarios import speakers
 from data_pipelines.scenarios.barge_in import draw_kind, interject, qa_meta
 from data_pipelines.scenarios.base import (DoesNotFit, Draft, ScenarioContext, fit_attempts,
-                                           lead_in_s, pause_s, pick_voice, shrink)
+                                           lead_in_s, pause_s, shrink)
+from data_pipelines.scenarios.speakers import Speaker
 from data_pipelines.timeline import Timeline
 
 LONG_PROB = 0.25  # questions with a long reply
@@ -29,14 +36,13 @@ MIN_EXCHANGES, MAX_EXCHANGES = 2, 3
 def qa(rng: np.random.Generator, ctx: ScenarioContext) -> Timeline:
     def attempt(rng, ctx, i):
         draft = Draft(ctx)
-        voice = pick_voice(rng, ctx.user_voices)
+        user = speakers.pick_user(rng, ctx, asks=True)
         if rng.random() < LONG_PROB:
             pair = world.long_qa(rng, max_words=shrink(i, world.LONG_MAX_WORDS,
                                                        world.LONG_MIN_WORDS, ctx))
         else:
             pair = world.short_qa(rng)
-        question = draft.say(timeline.USER, "question", pair.question, voice,
-                             lead_in_s(rng, i))
+        question, pair = speakers.ask(rng, draft, user, pair, lead_in_s(rng, i))
         draft.speak(draft.plan_reply(pair.answer, question.end_s(ctx.sample_rate)))
         return draft.finish(rng, "qa", world.PROMPT_DIALOGUE, qa_meta(pair))
 
@@ -44,23 +50,29 @@ def qa(rng: np.random.Generator, ctx: ScenarioContext) -> Timeline:
 
 
 def _next_question(rng: np.random.Generator, ctx: ScenarioContext, attempt: int,
-                   last: world.QA | None) -> world.QA:
-    """Later attempts draw shorter exchanges: fewer words, and no long replies."""
+                   last: world.QA | None) -> tuple[world.QA, bool]:
+    """The next QA and whether it follows up on `last` (its words then matter). Later
+    attempts draw shorter exchanges: fewer words, and no long replies."""
     budget = shrink(attempt, 14, 6, ctx)  # words of question + answer
     if (last is not None and last.topic in world.CREATURE_NAMES
             and rng.random() < FOLLOW_UP_PROB and budget >= 8):
-        return world.follow_up_qa(rng, last.topic, exclude=last.attribute, max_words=budget)
+        return world.follow_up_qa(rng, last.topic, exclude=last.attribute,
+                                  max_words=budget), True
     if rng.random() < LONG_PROB and attempt < ctx.max_attempts // 2:
-        return world.long_qa(rng, max_words=shrink(attempt, 12, world.LONG_MIN_WORDS, ctx))
-    return world.short_qa(rng, max_words=budget)
+        return world.long_qa(rng, max_words=shrink(attempt, 12, world.LONG_MIN_WORDS,
+                                                    ctx)), False
+    return world.short_qa(rng, max_words=budget), False
 
 
-def _exchange(rng, draft: Draft, attempt: int, voice, start_s: float,
+def _exchange(rng, draft: Draft, attempt: int, user: Speaker, start_s: float,
               last: world.QA | None) -> tuple[list[dict], world.QA, float]:
     """One question and what follows it; returns records, the topic QA and the end time."""
     ctx = draft.ctx
-    pair = _next_question(rng, ctx, attempt, last)
-    question = draft.say(timeline.USER, "question", pair.question, voice, start_s)
+    pair, follows_up = _next_question(rng, ctx, attempt, last)
+    if follows_up:  # about what the assistant just said: these words, said by the user
+        question = draft.hear(timeline.USER, "question", user.say(pair.question), start_s)
+    else:
+        question, pair = speakers.ask(rng, draft, user, pair, start_s)
     reply = draft.plan_reply(pair.answer, question.end_s(ctx.sample_rate))
     record = dict(qa_meta(pair), should_stop=False, interruption_kind="none")
     records = [record]
@@ -74,17 +86,18 @@ def _exchange(rng, draft: Draft, attempt: int, voice, start_s: float,
         return records, pair, draft.turn_end_s(draft.speak(reply))
     if kind == "backchannel":
         record["interruption"] = world.backchannel(rng)
-        interject(rng, draft, reply, timeline.USER, kind, record["interruption"], voice)
+        interject(rng, draft, reply, timeline.USER, kind, user.say(record["interruption"]))
         return records, pair, draft.turn_end_s(draft.speak(reply))
     record["should_stop"] = True
     if kind == "trigger":
         record["interruption"] = world.interruption(rng)
-        event = interject(rng, draft, reply, timeline.USER, kind, record["interruption"], voice)
+        event = interject(rng, draft, reply, timeline.USER, kind,
+                          user.say(record["interruption"]))
         draft.speak(reply, stop_s=event.end_s(ctx.sample_rate))
         return records, pair, event.end_s(ctx.sample_rate)
     follow = world.follow_up_qa(rng, pair.topic)
     record["interruption"] = follow.question
-    event = interject(rng, draft, reply, timeline.USER, kind, follow.question, voice,
+    event = interject(rng, draft, reply, timeline.USER, kind, user.say(follow.question),
                       latest_fraction=0.5)
     end_s = event.end_s(ctx.sample_rate)
     draft.speak(reply, stop_s=end_s)
@@ -96,14 +109,14 @@ def _exchange(rng, draft: Draft, attempt: int, voice, start_s: float,
 def multi_turn(rng: np.random.Generator, ctx: ScenarioContext) -> Timeline:
     def attempt(rng, ctx, i):
         draft = Draft(ctx)
-        voice = pick_voice(rng, ctx.user_voices)
+        user = speakers.pick_user(rng, ctx, asks=True)
         wanted = int(rng.integers(MIN_EXCHANGES, MAX_EXCHANGES + 1))
         exchanges: list[dict] = []
         last, t = None, lead_in_s(rng, i)
         while len(exchanges) < wanted:
             mark = draft.mark()
             try:
-                records, last, end_s = _exchange(rng, draft, i, voice, t, last)
+                records, last, end_s = _exchange(rng, draft, i, user, t, last)
             except DoesNotFit:
                 if len(exchanges) < MIN_EXCHANGES:
                     raise

@@ -6,6 +6,10 @@ enhancement: a user sentence in generated noise (white/pink/brown, 0-15 dB SNR),
 target_speaker: the target enrols ("my name is anna"), then the target and a third speaker talk
   at once; the assistant re-speaks only the target's clean utterance.
 tts: the prompt holds the text to read; nobody speaks; the assistant reads it right away.
+
+With a real corpus (`ctx.user_speech`) every user sentence here, the enrolment included, is
+one of the corpus speaker's own utterances, and the interferer another corpus speaker's
+(`speakers`); the re-spoken target is then the corpus recording. tts has no user.
 """
 
 from __future__ import annotations
@@ -13,9 +17,10 @@ from __future__ import annotations
 import numpy as np
 
 from data_pipelines import timeline, world
-from data_pipelines.scenarios import signals
-from data_pipelines.scenarios.base import (DoesNotFit, Draft, ScenarioContext, fit_attempts,
-                                           lead_in_s, pause_s, pick_voice, shrink)
+from data_pipelines.scenarios import signals, speakers
+from data_pipelines.scenarios.base import (ASR_TOKENS_PER_WORD, DoesNotFit, Draft,
+                                           ScenarioContext, fit_attempts, lead_in_s, pause_s,
+                                           shrink)
 from data_pipelines.timeline import AudioEvent, Timeline
 
 MAX_SENTENCES = 3
@@ -28,16 +33,20 @@ INTERFERER_OFFSET_S = (-0.4, 0.6)  # interferer start relative to the target's
 
 
 def asr(rng: np.random.Generator, ctx: ScenarioContext) -> Timeline:
+    # Room left after a sentence for its last words' transcript tokens.
+    lag_s = (ctx.timing.asr_lag_blocks + ASR_TOKENS_PER_WORD) * ctx.block_s
+
     def attempt(rng, ctx, i):
         draft = Draft(ctx)
-        voice = pick_voice(rng, ctx.user_voices)
+        user = speakers.pick_user(rng, ctx)
         wanted = int(rng.integers(1, MAX_SENTENCES + 1))
         t = lead_in_s(rng, i)
         for n in range(wanted):
             mark = draft.mark()
             try:
                 text = world.utterance(rng, max_words=shrink(i, 12, 3, ctx))
-                event = draft.say(timeline.USER, "utterance", text, voice, t)
+                said = user.line(rng, text, max_seconds=speakers.room_s(ctx, t, lag_s))
+                event = draft.hear(timeline.USER, "utterance", said, t)
                 draft.transcribe(event)
             except DoesNotFit:
                 if n == 0:
@@ -52,11 +61,15 @@ def asr(rng: np.random.Generator, ctx: ScenarioContext) -> Timeline:
 
 
 def enhancement(rng: np.random.Generator, ctx: ScenarioContext) -> Timeline:
+    # The clean speech is heard, then re-spoken: each gets half of what the lead-in leaves.
+    longest_s = speakers.room_s(ctx, 0.3, speakers.reply_latency_s(ctx) + ctx.block_s) / 2
+
     def attempt(rng, ctx, i):
         draft = Draft(ctx)
-        voice = pick_voice(rng, ctx.user_voices)
-        text = world.utterance(rng, max_words=shrink(i, 12, 3, ctx))
-        clean = ctx.synth.say(text, voice)
+        user = speakers.pick_user(rng, ctx)
+        clean = user.line(rng, world.utterance(rng, max_words=shrink(i, 12, 3, ctx)),
+                          max_seconds=longest_s)
+        text = clean.text
         speech_start = lead_in_s(rng, i) + 0.2  # noise alone first
         heard_T, rt60 = clean.audio, None
         if rng.random() < REVERB_PROB:
@@ -84,13 +97,22 @@ def enhancement(rng: np.random.Generator, ctx: ScenarioContext) -> Timeline:
     return fit_attempts("enhancement", attempt, rng, ctx)
 
 
+TARGET_DRAWS = 4  # tries for a target sentence that is not the enrolment again
+
+
 def target_speaker(rng: np.random.Generator, ctx: ScenarioContext) -> Timeline:
+    latency_s = speakers.reply_latency_s(ctx) + ctx.block_s
+
     def attempt(rng, ctx, i):
         draft = Draft(ctx)
-        target = pick_voice(rng, ctx.user_voices)
-        other = pick_voice(rng, ctx.voices.third)
-        enrol = draft.say(timeline.USER, "enrolment", world.enrolment(rng), target,
-                          lead_in_s(rng, i))
+        target = speakers.pick_user(rng, ctx)
+        other = speakers.pick_third(rng, ctx, target)
+        enrol_text, enrol_start = world.enrolment(rng), lead_in_s(rng, i)
+        # An enrolment leaves room for a target sentence as long, heard and re-spoken.
+        enrol = draft.hear(timeline.USER, "enrolment",
+                           target.line(rng, enrol_text,
+                                       speakers.room_s(ctx, enrol_start, latency_s) / 3),
+                           enrol_start)
         budget = shrink(i, 10, 3, ctx)
         text = world.utterance(rng, max_words=budget)
         interfering = world.utterance(rng, max_words=budget)
@@ -99,12 +121,22 @@ def target_speaker(rng: np.random.Generator, ctx: ScenarioContext) -> Timeline:
         t_target = enrol.end_s(ctx.sample_rate) + pause_s(rng, i, 0.3, 0.8)
         t_other = max(enrol.end_s(ctx.sample_rate) + 0.1,
                       t_target + float(rng.uniform(*INTERFERER_OFFSET_S)))
-        spoken = draft.say(timeline.USER, "target", text, target, t_target)
-        noise = draft.say(timeline.THIRD, "interferer", interfering, other, t_other,
-                          gain=float(rng.uniform(*INTERFERER_GAIN)))
+        longest_s = speakers.room_s(ctx, t_target, latency_s) / 2
+        for _ in range(TARGET_DRAWS):  # a corpus may hand out the enrolment again
+            clean = target.line(rng, text, longest_s)
+            if clean.text != enrol.text:
+                break
+        else:
+            raise DoesNotFit(f"speaker {target.speaker_id}: no sentence besides the enrolment")
+        spoken = draft.hear(timeline.USER, "target", clean, t_target)
+        gain = float(rng.uniform(*INTERFERER_GAIN))
+        # The interferer may run on past the target, but not past the re-spoken target.
+        other_s = speakers.room_s(ctx, t_other, latency_s + clean.duration_s)
+        noise = draft.hear(timeline.THIRD, "interferer", other.line(rng, interfering, other_s),
+                           t_other, gain=gain)
         both_end = max(spoken.end_s(ctx.sample_rate), noise.end_s(ctx.sample_rate))
-        draft.speak(draft.plan_reply(text, both_end, utterance=ctx.synth.say(text, target)))
-        meta = dict(enrolment=enrol.text, text=text, interferer_text=interfering)
+        draft.speak(draft.plan_reply(clean.text, both_end, utterance=clean))
+        meta = dict(enrolment=enrol.text, text=clean.text, interferer_text=noise.text)
         return draft.finish(rng, "target_speaker", world.PROMPT_TARGET, meta)
 
     return fit_attempts("target_speaker", attempt, rng, ctx)

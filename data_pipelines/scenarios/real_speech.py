@@ -1,17 +1,19 @@
-"""User turns from real speech: an `UtteranceBank` the scenario generators draw from.
+"""Banks of utterances: where the user's (and third speakers') speech comes from.
 
-A bank hands out what a user says, as a `UserTurn` (a `voices.Utterance`: text, speaker,
+A bank hands out what a speaker says, as a `UserTurn` (a `voices.Utterance`: text, speaker,
 16 kHz audio, word times; plus an optional reply text). Three banks:
 
-  EspeakBank   the embedded world: world sentences said by espeak-ng voices
+  EspeakBank   the embedded world: world sentences said by espeak-ng voices; it can say any
+               text, so scripted phrases and the world's sentences come out as before
   CorpusBank   a prepared real corpus (`sources.real`: LibriSpeech, LibriHeavy, GigaSpeech,
-               a manifest); word times are estimated (see `estimate_word_times`)
+               a manifest); word times are estimated (see `estimate_word_times`); replies
+               come from a manifest's `reply` field
   FsddBank     digit strings joined from Free Spoken Digit clips of one speaker, with
                exact word times; one speaker is held out as the eval split
 
-`say` puts a drawn turn into a `Draft`; `asr` and `qa` are the streaming-ASR and
-turn-taking scenarios with user turns from a bank (`generators(bank)` gives both with the
-usual `(rng, ctx)` signature). The assistant still speaks with its own voice.
+The scenario generators reach a bank only through `scenarios.speakers` (which also says
+what is taken from a corpus and what is not); `ScenarioContext.user_speech` selects the
+bank. `asr` and `qa` below are those scenarios run on a given bank.
 """
 
 from __future__ import annotations
@@ -22,12 +24,11 @@ from typing import TYPE_CHECKING, Protocol, Sequence
 
 import numpy as np
 
-from data_pipelines import timeline, voices, world
-from data_pipelines.scenarios.base import (DoesNotFit, Draft, ScenarioContext, fit_attempts,
-                                           lead_in_s, pause_s, shrink)
+from data_pipelines import voices, world
+from data_pipelines.scenarios.base import DoesNotFit, ScenarioContext
 from data_pipelines.sources import fsdd
 from data_pipelines.sources.utterances import CorpusUtterance, voiced_span
-from data_pipelines.timeline import AudioEvent, Timeline, WordTime
+from data_pipelines.timeline import Timeline, WordTime
 
 if TYPE_CHECKING:  # the builder module imports tensorflow_datasets: only for type hints
     from data_pipelines.sources.builder import UtteranceSource
@@ -42,13 +43,18 @@ class UserTurn:
 
 
 class UtteranceBank(Protocol):
-    def speakers(self) -> Sequence[str]:
-        """Who can be drawn (one split's speakers)."""
+    def speakers(self, with_replies: bool = False) -> Sequence[str]:
+        """Who can be drawn (one split's speakers); `with_replies`: only those with turns
+        that carry a reply ([] for a bank without replies)."""
 
     def draw(self, rng: np.random.Generator, *, speaker: str | None = None,
              max_seconds: float = math.inf, max_words: int | None = None,
              need_reply: bool = False) -> UserTurn:
         """A turn of `speaker` (random if None) within the limits; DoesNotFit if none fits."""
+
+    def say(self, text: str, speaker: str) -> voices.Utterance | None:
+        """`speaker` saying exactly `text`, or None when this bank cannot make it (a corpus
+        holds only what its speakers said)."""
 
 
 def _check(utt: voices.Utterance, max_seconds: float, max_words: int | None) -> bool:
@@ -63,8 +69,9 @@ class EspeakBank:
         self.synth = synth
         self._voices = {v.voice_id: v for v in pool}
 
-    def speakers(self) -> list[str]:
-        return list(self._voices)
+    def speakers(self, with_replies: bool = False) -> list[str]:
+        # The world's questions come with their answers from the generators, not from here.
+        return [] if with_replies else list(self._voices)
 
     def draw(self, rng, *, speaker=None, max_seconds=math.inf, max_words=None,
              need_reply=False) -> UserTurn:
@@ -76,6 +83,9 @@ class EspeakBank:
         if not _check(utt, max_seconds, max_words):
             raise DoesNotFit(f"a {utt.duration_s:.2f}s sentence > {max_seconds:.2f}s")
         return UserTurn(utt)
+
+    def say(self, text: str, speaker: str) -> voices.Utterance:
+        return self.synth.say(text, self._voices[speaker])
 
 
 def estimate_word_times(audio: np.ndarray, text: str, sample_rate: int
@@ -104,20 +114,55 @@ def as_turn(utt: CorpusUtterance) -> UserTurn:
 
 
 class CorpusBank:
-    """Utterances of one split of a prepared real corpus (random access, lazy)."""
+    """Utterances of one split of a prepared real corpus (random access, lazy).
 
-    def __init__(self, source: UtteranceSource):
+    `replies`: whether its utterances carry reply texts (a manifest's `reply`). None finds
+    out by reading the split once, when first asked; a source of more than SCAN_LIMIT
+    utterances must say, since that would read a whole large corpus.
+    """
+
+    SCAN_LIMIT = 5000
+
+    def __init__(self, source: UtteranceSource, replies: bool | None = None):
         if not len(source):
             raise ValueError(f"{source.name}: no utterances")
+        if replies is None and len(source) > self.SCAN_LIMIT:
+            raise ValueError(f"CorpusBank({source.name}): {len(source)} utterances; pass "
+                             f"replies=True or False (whether they carry reply texts) "
+                             f"instead of reading them all to find out")
         self.source = source
+        self._speakers = list(source.speakers())
+        self._replies = replies
+        self._reply_indices: np.ndarray | None = None  # known after a scan
+        self._reply_speakers: list[str] | None = None
 
-    def speakers(self) -> list[str]:
-        return self.source.speakers()
+    def _scan_replies(self) -> np.ndarray:
+        if self._reply_indices is None:
+            self._reply_indices = np.array(
+                [i for i in range(len(self.source)) if self.source[i].reply], dtype=np.int64)
+            self._reply_speakers = [
+                s for s in self._speakers
+                if np.isin(self.source.indices_of(s), self._reply_indices).any()]
+        return self._reply_indices
+
+    def speakers(self, with_replies: bool = False) -> list[str]:
+        if not with_replies:
+            return self._speakers
+        if self._replies is False:
+            return []
+        if self._replies is True:  # declared, not scanned: assume every speaker has some
+            return self._speakers
+        self._scan_replies()
+        return self._reply_speakers
 
     def draw(self, rng, *, speaker=None, max_seconds=math.inf, max_words=None,
              need_reply=False) -> UserTurn:
         pool = (self.source.indices_of(speaker) if speaker is not None
                 else np.arange(len(self.source)))
+        if need_reply and self._replies is None:  # scanned: draw among the replied turns
+            pool = np.intersect1d(pool, self._scan_replies())
+        if need_reply and (self._replies is False or not pool.size):
+            raise DoesNotFit(f"{self.source.name}: no utterance of {speaker} with a reply")
         for _ in range(DRAWS):
             utt = self.source[int(pool[int(rng.integers(pool.size))])]
             if need_reply and not utt.reply:
@@ -128,9 +173,14 @@ class CorpusBank:
         raise DoesNotFit(f"{self.source.name}: no utterance{' with a reply' * need_reply} "
                          f"of <= {max_seconds:.2f}s in {DRAWS} draws")
 
+    def say(self, text: str, speaker: str) -> None:
+        return None  # its transcripts are not searched for scripted phrases
+
 
 class FsddBank:
-    """Digit strings of one FSDD speaker: train = all speakers but the held-out one."""
+    """Digit strings of one FSDD speaker. Splits (`fsdd.split_selection`): train = every
+    speaker but the held-out one, takes 5-49; eval = the held-out speaker; test = FSDD's
+    official test takes 0-4 of every speaker."""
 
     def __init__(self, root: str, split: str, holdout_speaker: str, sample_rate: int = 16000,
                  min_digits: int = 1, max_digits: int = 5,
@@ -138,14 +188,14 @@ class FsddBank:
         if not 1 <= min_digits <= max_digits:
             raise ValueError(f"need 1 <= min_digits <= max_digits, got {min_digits}, "
                              f"{max_digits}")
-        chosen = fsdd.split_speakers(fsdd.list_speakers(root), split, holdout_speaker)
-        self.digits = fsdd.load_digits(root, chosen, sample_rate, on_bad_sample)
+        chosen, keep_take = fsdd.split_selection(root, split, holdout_speaker)
+        self.digits = fsdd.load_digits(root, chosen, sample_rate, on_bad_sample, keep_take)
         self.sample_rate = sample_rate
         self.min_digits, self.max_digits = min_digits, max_digits
         self.pause_s = (float(pause_s[0]), float(pause_s[1]))
 
-    def speakers(self) -> list[str]:
-        return self.digits.speakers
+    def speakers(self, with_replies: bool = False) -> list[str]:
+        return [] if with_replies else self.digits.speakers
 
     def draw(self, rng, *, speaker=None, max_seconds=math.inf, max_words=None,
              need_reply=False) -> UserTurn:
@@ -166,67 +216,22 @@ class FsddBank:
         raise DoesNotFit(f"no {self.min_digits}-digit string of {speaker} fits "
                          f"{max_seconds:.2f}s")
 
-
-def say(draft: Draft, role: str, kind: str, turn: UserTurn, start_s: float,
-        gain: float = 1.0) -> AudioEvent:
-    """A drawn turn heard in the environment stream from `start_s`."""
-    utt = turn.utterance
-    return draft.add_event(AudioEvent(role=role, kind=kind, start_s=start_s, audio=utt.audio,
-                                      speaker=utt.voice_id, text=utt.text, words=utt.words,
-                                      gain=gain))
-
-
-def _room(ctx: ScenarioContext, start_s: float, after_s: float) -> float:
-    """Seconds of audio that can start at `start_s` and leave `after_s` before the end."""
-    return ctx.max_duration_s - ctx.block_s - start_s - after_s
+    def say(self, text: str, speaker: str) -> None:
+        return None  # only digit strings it draws itself
 
 
 def asr(rng: np.random.Generator, ctx: ScenarioContext, bank: UtteranceBank) -> Timeline:
-    """One to three utterances of one speaker, each transcribed while it is heard."""
-    lag_s = (ctx.timing.asr_lag_blocks + 4) * ctx.block_s  # the last words' tokens
+    """The `asr` scenario with the user's utterances from `bank`."""
+    from data_pipelines.scenarios import listening  # deferred: it imports this module
 
-    def attempt(rng, ctx, i):
-        draft = Draft(ctx)
-        ids = bank.speakers()
-        speaker = ids[int(rng.integers(len(ids)))]
-        wanted, t = int(rng.integers(1, 4)), lead_in_s(rng, i)
-        for n in range(wanted):
-            mark = draft.mark()
-            try:
-                turn = bank.draw(rng, speaker=speaker, max_seconds=_room(ctx, t, lag_s),
-                                 max_words=shrink(i, 12, 3, ctx))
-                event = say(draft, timeline.USER, "utterance", turn, t)
-                draft.transcribe(event)
-            except DoesNotFit:
-                if n == 0:
-                    raise
-                draft.rollback(mark)  # keep the utterances that fit
-                break
-            t = event.end_s(ctx.sample_rate) + pause_s(rng, i, 0.3, 1.0)
-        meta = dict(transcripts=[turn.text for turn in draft.turns], real_speech=True)
-        return draft.finish(rng, "asr", world.PROMPT_ASR, meta)
-
-    return fit_attempts("asr", attempt, rng, ctx)
+    return listening.asr(rng, dataclasses.replace(ctx, user_speech=bank))
 
 
 def qa(rng: np.random.Generator, ctx: ScenarioContext, bank: UtteranceBank) -> Timeline:
-    """A real spoken turn, then the assistant's reply (the source's reply text)."""
-    def attempt(rng, ctx, i):
-        draft = Draft(ctx)
-        start = lead_in_s(rng, i)
-        turn = bank.draw(rng, max_seconds=_room(ctx, start, 2.0), need_reply=True)
-        question = say(draft, timeline.USER, "question", turn, start)
-        draft.speak(draft.plan_reply(turn.reply, question.end_s(ctx.sample_rate)))
-        meta = dict(question=turn.utterance.text, answer=turn.reply, real_speech=True)
-        return draft.finish(rng, "qa", world.PROMPT_DIALOGUE, meta)
+    """The `qa` scenario with the user's question from `bank` (see `speakers.ask`)."""
+    from data_pipelines.scenarios import dialogue  # deferred: it imports this module
 
-    return fit_attempts("qa", attempt, rng, ctx)
-
-
-def generators(bank: UtteranceBank) -> dict:
-    """{"asr": ..., "qa": ...} as `(rng, ctx) -> Timeline`, drawing user turns from `bank`."""
-    return {"asr": lambda rng, ctx: asr(rng, ctx, bank),
-            "qa": lambda rng, ctx: qa(rng, ctx, bank)}
+    return dialogue.qa(rng, dataclasses.replace(ctx, user_speech=bank))
 
 
 def bank_from_config(config, split: str) -> UtteranceBank | None:

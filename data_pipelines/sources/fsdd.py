@@ -6,8 +6,11 @@
 resampled and trimmed to their voiced part, with bad files (unparseable names, unreadable
 or empty audio) raising `BadSample` or skipped and counted. `digit_string` joins clips of
 one speaker with short pauses into an utterance with exact word times (each clip is one
-word). Splits are by speaker: `split_speakers` holds one speaker out for evaluation, so the
-evaluation figure is speaker-independent (FSDD's own split shares speakers).
+word). Splits (`split_selection`):
+
+  train  every speaker but the held-out one, takes 5-49 (FSDD's own training takes)
+  eval   the held-out speaker, every take: a speaker-independent figure
+  test   FSDD's official test set: takes 0-4 of every speaker (never trained on)
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -62,8 +66,12 @@ def list_speakers(root: str | Path) -> list[str]:
     return sorted({m["speaker"] for m in names if m})
 
 
+OFFICIAL_TEST_TAKES = range(0, 5)  # FSDD's README: takes 0-4 are the test set
+SPLITS = ("train", "eval", "test")
+
+
 def split_speakers(speakers: list[str], split: str, holdout: str) -> list[str]:
-    """train: every speaker but `holdout`; eval: `holdout` alone."""
+    """train: every speaker but `holdout`; eval: `holdout` alone; test: everyone."""
     if holdout not in speakers:
         raise ValueError(f"data.holdout_speaker {holdout!r} is not an FSDD speaker "
                          f"({speakers})")
@@ -71,12 +79,33 @@ def split_speakers(speakers: list[str], split: str, holdout: str) -> list[str]:
         return [holdout]
     if split == "train":
         return [s for s in speakers if s != holdout]
-    raise ValueError(f"unknown split {split!r} (train | eval)")
+    if split == "test":
+        return list(speakers)
+    raise ValueError(f"unknown split {split!r} ({' | '.join(SPLITS)})")
+
+
+def split_takes(split: str) -> Callable[[int], bool]:
+    """Which takes a split reads: train never sees the official test takes."""
+    if split == "train":
+        return lambda take: take not in OFFICIAL_TEST_TAKES
+    if split == "test":
+        return lambda take: take in OFFICIAL_TEST_TAKES
+    if split == "eval":
+        return lambda take: True
+    raise ValueError(f"unknown split {split!r} ({' | '.join(SPLITS)})")
+
+
+def split_selection(root: str | Path, split: str, holdout: str
+                    ) -> tuple[list[str], Callable[[int], bool]]:
+    """(speakers, take filter) of a split."""
+    return split_speakers(list_speakers(root), split, holdout), split_takes(split)
 
 
 def load_digits(root: str | Path, speakers: list[str], sample_rate: int,
-                on_bad_sample: str = "raise") -> DigitSet:
-    """Reads every clip of `speakers`; bad files raise BadSample or are skipped and counted."""
+                on_bad_sample: str = "raise",
+                keep_take: Callable[[int], bool] | None = None) -> DigitSet:
+    """Reads every clip of `speakers` (whose take `keep_take` accepts, if given); bad files
+    raise BadSample or are skipped and counted."""
     if on_bad_sample not in POLICIES:
         raise ValueError(f"on_bad_sample must be one of {POLICIES}, got {on_bad_sample!r}")
     result = DigitSet(clips={s: {} for s in speakers})
@@ -87,7 +116,8 @@ def load_digits(root: str | Path, speakers: list[str], sample_rate: int,
             if path.suffix.lower() != ".wav" or not match:
                 raise BadSample(f"{path}: not an FSDD clip name "
                                 "(<digit>_<speaker>_<take>.wav)")
-            if match["speaker"] not in wanted:
+            if match["speaker"] not in wanted or (keep_take is not None
+                                                  and not keep_take(int(match["take"]))):
                 continue
             try:
                 audio = audio_io.load_audio(path, sample_rate)

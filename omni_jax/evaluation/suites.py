@@ -46,6 +46,8 @@ Definitions (times on the dialogue's axis, an engine event at block k has time k
 - TTS: mean |log-mel| difference between the generated speech (the streamed samples, as
   heard back) and the reference voice over the reference's frames, aligned likewise.
 
+`eval.splits` names the user-speech splits scored: "eval" (first: the report's keys), and
+for a real corpus with more (FSDD's official "test" takes) "SUITE@SPLIT" keys as well.
 Suites whose scenarios the config does not train are skipped with `eval.suites = "auto"`
 (e.g. a stage-1 run is scored on asr, qa and turn_taking only). Per suite the run writes
 `DIR/eval/step_N/SUITE/` with `cases.jsonl` (per case: text, events, scores) and, for the
@@ -292,7 +294,7 @@ class SuiteRunner:
     `run`); `engine_for(model, params, config, tokenizer)` makes the usual one."""
 
     def __init__(self, engine, config, tokenizer, *, step: int = 0,
-                 out_dir: Optional[Path] = None, scenario_ctx=None):
+                 out_dir: Optional[Path] = None, scenario_ctx=None, suffix: str = ""):
         from data_pipelines import scenarios
         from omni_jax.audio.frontend import LogMelFrontend
         from omni_jax.audio.vocoder import make_vocoder
@@ -302,7 +304,7 @@ class SuiteRunner:
                              f"must be 1, got {config.data.tokens_per_block}")
         self.config, self.tokenizer, self.step = config, tokenizer, step
         self.eval = eval_settings(config)
-        self.out_dir = out_dir
+        self.out_dir, self.suffix = out_dir, suffix
         self.ctx = scenario_ctx or scenarios.make_context(config, "eval")
         self.timing = self.ctx.timing
         self.block_s = config.audio.block_ms / 1000.0
@@ -572,7 +574,7 @@ class SuiteRunner:
         from data_pipelines.serialize import json_default
         from omni_jax.evaluation import pictures
 
-        folder = self.out_dir / suite.name
+        folder = self.out_dir / (suite.name + self.suffix)
         folder.mkdir(parents=True, exist_ok=True)
         with open(folder / "cases.jsonl", "w") as f:
             for row in rows:
@@ -611,15 +613,39 @@ def _finite_or_none(value):
     return value
 
 
+def split_context(config, split: str):
+    """The scenario context of an evaluation split: "eval" (held-out voices or speaker), or
+    another split of the user-speech bank (e.g. FSDD's official "test" takes) with the
+    held-out espeak voices for everything else."""
+    from data_pipelines import scenarios
+    from data_pipelines.scenarios import real_speech
+
+    ctx = scenarios.make_context(config, "eval")
+    if split == "eval":
+        return ctx
+    bank = real_speech.bank_from_config(config, split)
+    if bank is None:
+        raise ValueError(f"config.eval.splits: {split!r} needs a real-speech source with "
+                         f"that split (data.source={config.data.source!r} has only 'eval')")
+    return dataclasses.replace(ctx, user_speech=bank)
+
+
 def run_suites(model, params, config, tokenizer, *, step: int,
                out_dir: Optional[Path] = None) -> dict[str, dict[str, Any]]:
-    """Every selected suite's scores ({suite: {metric: value}}); files under `out_dir`."""
+    """Every selected suite's scores ({suite: {metric: value}}); files under `out_dir`.
+    Splits after the first of `eval.splits` report as "SUITE@SPLIT"."""
     names = selected_suites(config)
     if not names:
         return {}
-    runner = SuiteRunner(engine_for(model, params, config, tokenizer), config, tokenizer,
-                         step=step, out_dir=out_dir)
-    return runner.run_all(names)
+    engine = engine_for(model, params, config, tokenizer)
+    report = {}
+    for i, split in enumerate(eval_settings(config).splits):
+        suffix = "" if i == 0 else f"@{split}"
+        runner = SuiteRunner(engine, config, tokenizer, step=step,
+                             out_dir=out_dir, scenario_ctx=split_context(config, split),
+                             suffix=suffix)
+        report.update({name + suffix: scores for name, scores in runner.run_all(names).items()})
+    return report
 
 
 def engine_for(model, params, config, tokenizer):

@@ -92,10 +92,12 @@ class SelfAttention(nn.Module):
     rope_theta: float
     dtype: jnp.dtype = jnp.float32
     lora: LoraSpec = LoraSpec()
+    qkv_bias: bool = False  # biases on q, k, v (Qwen2); o never has one
 
     def _dense(self, name: str, features, axes, in_dims: int = 1) -> LoraDense:
         return LoraDense(features, axes, in_dims, rank=self.lora.rank_for(name),
-                         alpha=self.lora.alpha, dtype=self.dtype, name=name)
+                         alpha=self.lora.alpha, dtype=self.dtype,
+                         use_bias=self.qkv_bias and name in ("q", "k", "v"), name=name)
 
     @nn.compact
     def __call__(self, x_BxTxD: jax.Array, positions_BxT: jax.Array, mask_BxTxS: jax.Array,

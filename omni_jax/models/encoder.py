@@ -60,7 +60,7 @@ class StreamingEncoder(nn.Module):
                       num_heads=e.num_heads, state_size=e.state_size,
                       conv_kernel=e.conv_kernel, expand=e.expand, subsample=e.subsample,
                       stack=e.stack, n_mels=config.audio.n_mels, dtype=config.model.dtype,
-                      remat=config.model.remat)
+                      remat=layers.part_remat(config.model, "encoder"))
         for optional in ("max_blocks", "scan"):
             if optional in e:
                 fields[optional] = e[optional]

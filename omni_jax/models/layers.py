@@ -28,6 +28,12 @@ REMAT_POLICIES = {
 }
 
 
+def part_remat(model_cfg, part: str) -> str:
+    """The remat policy of one part's layer stack ('encoder', 'llm' or 'synth'):
+    `model.<part>.remat` when set, else the global `model.remat`."""
+    return model_cfg[part].get("remat", "") or model_cfg.remat
+
+
 def compute_dtype(name) -> jnp.dtype:
     """'float32' | 'bfloat16' (or a dtype) -> the jnp dtype."""
     if isinstance(name, str):

@@ -35,7 +35,7 @@ import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
 
 from omni_jax.models.attention import CrossAttention, SelfAttention, cached_mask
-from omni_jax.models.layers import DTYPES, REMAT_POLICIES
+from omni_jax.models.layers import DTYPES, REMAT_POLICIES, part_remat
 from omni_jax.models.lora import LoraDense, LoraSpec
 
 Cache = dict[str, jax.Array]
@@ -56,13 +56,14 @@ class LlmSpec:
     max_len: int
     cross_attention_every: int
     lora: LoraSpec
+    qkv_bias: bool = False
 
     @classmethod
     def from_config(cls, llm_cfg) -> LlmSpec:
         return cls(int(llm_cfg.num_layers), int(llm_cfg.width), int(llm_cfg.num_heads),
                    int(llm_cfg.num_kv_heads), int(llm_cfg.mlp_dim), float(llm_cfg.rope_theta),
                    int(llm_cfg.max_len), int(llm_cfg.cross_attention_every),
-                   LoraSpec.from_config(llm_cfg))
+                   LoraSpec.from_config(llm_cfg), bool(llm_cfg.get("qkv_bias", False)))
 
     @property
     def head_dim(self) -> int:
@@ -110,7 +111,7 @@ class DecoderLayer(nn.Module):
                  cache, index, memory_cache, memory_index):
         s = self.spec
         y_BxTxD, cache = SelfAttention(s.num_heads, s.num_kv_heads, s.head_dim, s.rope_theta,
-                                       self.dtype, s.lora, name="attn")(
+                                       self.dtype, s.lora, s.qkv_bias, name="attn")(
             _rms_norm(self.dtype, "attn_norm")(x_BxTxD), positions_BxT, mask_BxTxS, cache, index)
         x_BxTxD = x_BxTxD + y_BxTxD
         if self.cross:
@@ -196,8 +197,8 @@ class LLM(nn.Module):
     @classmethod
     def from_config(cls, config) -> LLM:
         m = config.model
-        return cls(m.llm, config.data.tokenizer.vocab_size, m.dtype, m.remat, m.fusion,
-                   memory_dim=m.encoder.width, hidden_layer=m.synth.llm_layer)
+        return cls(m.llm, config.data.tokenizer.vocab_size, m.dtype, part_remat(m, "llm"),
+                   m.fusion, memory_dim=m.encoder.width, hidden_layer=m.synth.llm_layer)
 
     @property
     def spec(self) -> LlmSpec:

@@ -61,6 +61,7 @@ class LoraDense(nn.Module):
     rank: int = 0
     alpha: float = 1.0
     dtype: jnp.dtype = jnp.float32
+    use_bias: bool = False  # a bias on the base projection (Qwen2's q/k/v), axes = outputs
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -74,6 +75,11 @@ class LoraDense(nn.Module):
                             in_shape + features, jnp.float32)
         x = x.astype(self.dtype)
         y = _contract(x, kernel.astype(self.dtype), self.in_dims)
+        if self.use_bias:
+            bias = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros,
+                                                                   out_axes),
+                              features, jnp.float32)
+            y = y + bias.astype(self.dtype)
         if self.rank == 0:
             return y
         # The rank axis is tiny: it is left unsharded (logical name None).

@@ -185,7 +185,8 @@ def _parts(config) -> dict:
         frontend=LogMelFrontend.from_config(config),
         encoder=StreamingEncoder.from_config(config),
         # Memory entries are connector outputs (LLM width) in the cross_attention fusion.
-        llm=LLM(m.llm, config.data.tokenizer.vocab_size, m.dtype, m.remat, m.fusion,
+        llm=LLM(m.llm, config.data.tokenizer.vocab_size, m.dtype,
+                layers.part_remat(m, "llm"), m.fusion,
                 memory_dim=m.llm.width, hidden_layer=m.synth.llm_layer),
         synth=Synthesizer.from_config(config),
     )

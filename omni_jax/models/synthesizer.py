@@ -93,7 +93,8 @@ class Synthesizer(nn.Module):
     @classmethod
     def from_config(cls, config) -> Synthesizer:
         m, a = config.model, config.audio
-        return cls(m.synth, m.llm.width, a.n_mels, a.block_ms // a.hop_ms, m.dtype, m.remat)
+        return cls(m.synth, m.llm.width, a.n_mels, a.block_ms // a.hop_ms, m.dtype,
+                   layers.part_remat(m, "synth"))
 
     @property
     def spec(self) -> LlmSpec:

@@ -28,6 +28,7 @@ import numpy as np
 
 from data_pipelines import contract
 from omni_jax import configuration
+from omni_jax.models import pretrained
 from omni_jax.models.omni import DuplexModel
 from omni_jax.train import checkpoint, losses, metrics, optim, sharding
 
@@ -75,8 +76,10 @@ class Trainer:
 
     # ---- state ----------------------------------------------------------------------------
 
-    def init_state(self) -> optim.TrainState:
-        """Fresh parameters and optimizer state, created sharded (never whole on one device)."""
+    def init_state(self, load_pretrained: bool = True) -> optim.TrainState:
+        """Fresh parameters and optimizer state, created sharded (never whole on one device).
+        With `model.llm.pretrained_path` set (and `load_pretrained`), the LLM part is then
+        read from that checkpoint (omni_jax.models.pretrained)."""
         param_shardings = sharding.param_shardings(self._abstract_boxed, self.mesh,
                                                    self.rules)
 
@@ -90,11 +93,15 @@ class Trainer:
             self._state_shardings = _state_shardings(abstract, param_shardings, self.mesh)
             state = jax.jit(init, out_shardings=self._state_shardings)(
                 jax.random.key(self.config.seed))
+        if load_pretrained and self.config.model.llm.get("pretrained_path"):
+            # AdamW's moments start at zero whatever the values, so only params change.
+            state = state.replace(params=pretrained.replace_llm_params(state.params, self.config))
         return state
 
     def restore_or_init(self, data_iterator=None) -> optim.TrainState:
         """The newest readable checkpoint (with the data iterator's position), or init."""
-        state = self.init_state()
+        # A resumed run takes its LLM from the checkpoint: no pretrained read first.
+        state = self.init_state(load_pretrained=self.checkpointer.latest_step() is None)
         if self.checkpointer.latest_step() is None:
             return state
         if not hasattr(data_iterator, "set_state"):

@@ -1,0 +1,321 @@
+"""The serving export of an untrained tiny model (random parameters; the slow test goes
+through a real checkpoint and the CLI): the exported init_state/step reproduce the model's
+own to float tolerance on real clips, the standalone runner streams from a copied export
+folder without importing omni_jax or flax and feeds back tokens as the engine does, and
+broken inputs are errors that name the path."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from data_pipelines import tokenizer as tokenizer_lib
+from data_pipelines import world
+from omni_jax import export, export_runner
+from omni_jax.duplex import engine
+from omni_jax.evaluation import checkpoint_loading
+from omni_jax.export_runner import ExportedModel, ExportError
+from omni_jax.models.omni import DuplexModel
+from omni_jax.train.trainer import Trainer
+from tests.helpers import tiny_trainer
+
+REPO = Path(__file__).resolve().parents[1]
+FIXTURES = REPO / "tests" / "fixtures"
+CLIP_16K = FIXTURES / "manifest" / "clips" / "five_five.wav"  # 1.55 s, mono 16 kHz
+CLIP_8K = FIXTURES / "fsdd" / "recordings" / "0_jackson_12.wav"  # mono 8 kHz
+STEP = 3
+BATCH = 2
+MAX_SECONDS = 2.0  # 25 blocks: both clips fit
+# Modules an export folder must run without.
+FORBIDDEN = ("omni_jax", "data_pipelines", "flax", "optax", "orbax", "librosa", "configs")
+
+
+def _make_workdir(path: Path):
+    """A run directory as omni_jax.main leaves it: config.json, tokenizer, a checkpoint of
+    untrained parameters."""
+    config = tiny_trainer.get_config()
+    trainer = Trainer(config, path)
+    trainer.checkpointer.save(STEP, trainer.init_state(), force=True)
+    trainer.checkpointer.wait()
+    trainer.checkpointer.close()
+    (path / "config.json").write_text(config.to_json_best_effort(indent=2))
+    tokenizer_lib.train_tokenizer(world.all_texts(), config.data.tokenizer.vocab_size,
+                                  config.data.tokenizer.model_type, path / "tokenizer.model")
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """What `load_run` returns, built directly (the checkpoint round trip, ~20 s here, is
+    left to the slow end-to-end test)."""
+    path = tmp_path_factory.mktemp("run")
+    config = checkpoint_loading.serving_config(tiny_trainer.get_config())
+    (path / "config.json").write_text(config.to_json_best_effort(indent=2))
+    tokenizer = tokenizer_lib.train_tokenizer(
+        world.all_texts(), config.data.tokenizer.vocab_size, config.data.tokenizer.model_type,
+        path / "tokenizer.model")
+    model = DuplexModel.from_config(config)
+    # Random values in the parameters' shapes: `model.init` compiles for ~20 s here, and
+    # any values serve to compare the export with the model.
+    rng = np.random.default_rng(0)
+    params = jax.tree.map(lambda x: jnp.asarray(rng.normal(0, 0.2, x.shape).astype(x.dtype)),
+                          jax.eval_shape(model.init, jax.random.key(0)))
+    return checkpoint_loading.LoadedRun(workdir=path, config=config, tokenizer=tokenizer,
+                                        params=params, step=STEP, model=model)
+
+
+@pytest.fixture(scope="module")
+def export_dir(run, tmp_path_factory):
+    return export.export_loaded(run, tmp_path_factory.mktemp("export") / "model",
+                                batch=BATCH, max_seconds=MAX_SECONDS)
+
+
+@pytest.fixture(scope="module")
+def exported(export_dir):
+    return ExportedModel(export_dir)
+
+
+@pytest.fixture(scope="module")
+def reference(run, export_dir):
+    """The model's own init_state/step, jitted (what the export must reproduce)."""
+    max_blocks = json.loads((export_dir / "manifest.json").read_text())["max_blocks"]
+    init = jax.jit(lambda params, prompt: run.model.init_state(params, prompt, max_blocks))
+    return init, jax.jit(run.model.step)
+
+
+def _clips_BxT(sample_rate: int) -> np.ndarray:
+    """The two fixture clips at the model's rate (the 8 kHz one resampled as the runner
+    does), zero-padded to the longer."""
+    clips = [export_runner.read_audio(p, sample_rate) for p in (CLIP_16K, CLIP_8K)]
+    audio_BxT = np.zeros((len(clips), max(c.shape[0] for c in clips)), np.float32)
+    for i, clip in enumerate(clips):
+        audio_BxT[i, :clip.shape[0]] = clip
+    return audio_BxT
+
+
+def _assert_close(actual, expected, what: str):
+    np.testing.assert_allclose(np.asarray(actual, np.float32),
+                               np.asarray(expected, np.float32), rtol=1e-4, atol=1e-4,
+                               err_msg=what)
+
+
+def test_manifest_describes_the_export(run, export_dir):
+    manifest = export_runner.read_manifest(export_dir)
+    config = run.config
+    assert manifest["checkpoint_step"] == STEP and manifest["batch"] == BATCH
+    assert manifest["sample_rate"] == config.audio.sample_rate
+    assert manifest["samples_per_block"] == (config.audio.sample_rate
+                                             * config.audio.block_ms // 1000)
+    assert manifest["max_blocks"] == 25 and manifest["jax_version"] == jax.__version__
+    assert len(manifest["prompt_tokens"]) == manifest["prompt_len"] == config.data.prompt_len
+    assert manifest["params"][0]["name"].startswith("['params']")
+    assert any("['llm']['k']" in leaf["name"] for leaf in manifest["carry"])
+    step_outputs = {o["name"]: o.get("shape") for o in manifest["functions"]["step"]["outputs"]}
+    assert step_outputs["logits_BxNxV"] == [BATCH, 1, config.data.tokenizer.vocab_size]
+    for name in ("run_exported.py", "tokenizer.model", "params.npz", "step.jaxexport",
+                 "init_state.jaxexport"):
+        assert (export_dir / name).is_file(), name
+
+
+def test_exported_step_reproduces_the_model(run, exported, reference):
+    init, step = reference
+    s = exported.samples_per_block
+    env_BxT = _clips_BxT(exported.sample_rate)
+    prompt_BxP = np.tile(np.asarray(exported.manifest["prompt_tokens"], np.int32), (BATCH, 1))
+    carry = init(run.params, prompt_BxP)
+    flat_carry = exported.init_state(prompt_BxP)
+    for i, (a, b) in enumerate(zip(flat_carry, jax.tree.leaves(carry), strict=True)):
+        _assert_close(a, b, f"init carry leaf {i}")
+    rng = np.random.default_rng(0)
+    for k in range(4):
+        # The assistant stream gets a delayed copy of the input: both streams are exercised.
+        block = {"env_audio": jnp.asarray(env_BxT[:, k * s:(k + 1) * s]),
+                 "asst_audio": jnp.asarray(0.5 * env_BxT[:, k * s + 7:(k + 1) * s + 7]),
+                 "tokens": jnp.asarray(rng.integers(8, 257, (BATCH, 1)), jnp.int32)}
+        carry, out = step(run.params, carry, block)
+        flat_carry, flat_out = exported.step(flat_carry, block["env_audio"],
+                                             block["asst_audio"], block["tokens"])
+        for name in ("logits", "mel", "speak_logit"):
+            assert flat_out[name].shape == out[name].shape, name
+            _assert_close(flat_out[name], out[name], f"block {k} {name}")
+        for i, (a, b) in enumerate(zip(flat_carry, jax.tree.leaves(carry), strict=True)):
+            _assert_close(a, b, f"block {k} carry leaf {i}")
+
+
+def _free_run(run, reference, env_BxT, prompt_BxP, samples_per_block):
+    """The engine's feedback rules over the model's own step, assistant stream silent."""
+    init, step = reference
+    carry = init(run.params, prompt_BxP)
+    b = env_BxT.shape[0]
+    tokens_BxN = jnp.full((b, 1), 2, jnp.int32)
+    speaking_B = jnp.zeros((b,), bool)
+    emitted = []
+    for k in range(-(-env_BxT.shape[1] // samples_per_block)):
+        env_BxS = np.zeros((b, samples_per_block), np.float32)
+        chunk = env_BxT[:, k * samples_per_block:(k + 1) * samples_per_block]
+        env_BxS[:, :chunk.shape[1]] = chunk
+        block = {"env_audio": env_BxS, "asst_audio": np.zeros_like(env_BxS),
+                 "tokens": tokens_BxN}
+        carry, out = step(run.params, carry, block)
+        raw_BxN = jnp.argmax(out["logits"], axis=-1).astype(jnp.int32)
+        tokens_BxN, speaking_B = engine.advance_state(run.config.model.thinking, raw_BxN,
+                                                      speaking_B, out["speak_logit"])
+        emitted.append(np.asarray(tokens_BxN))
+    return np.stack(emitted, axis=1)
+
+
+def test_runner_streams_from_a_copied_folder_without_omni_jax(run, export_dir, reference,
+                                                              tmp_path):
+    copied = tmp_path / "copied_export"
+    shutil.copytree(export_dir, copied)
+    out_json = tmp_path / "result.json"
+    script = copied / "run_exported.py"
+    argv = [str(script), str(copied), str(CLIP_16K), str(CLIP_8K), "--out", str(out_json)]
+    # The package is installed editable, so blocking the imports is what proves the runner
+    # needs none of them; the module list afterwards double-checks.
+    driver = textwrap.dedent(f"""
+        import json, runpy, sys
+        FORBIDDEN = {FORBIDDEN!r}
+        class Block:
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] in FORBIDDEN:
+                    raise ImportError("blocked: " + name)
+        sys.meta_path.insert(0, Block())
+        sys.argv = {argv!r}
+        try:
+            runpy.run_path(sys.argv[0], run_name="__main__")
+        except SystemExit as e:
+            code = e.code
+        loaded = sorted({{m.split(".")[0] for m in sys.modules}} & set(FORBIDDEN))
+        print("RESULT", json.dumps(dict(code=code, loaded=loaded)))
+    """)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    done = subprocess.run([sys.executable, "-c", driver], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300, check=False)
+    result_line = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+    assert result_line, done.stdout + done.stderr
+    status = json.loads(result_line[-1][len("RESULT "):])
+    assert status == {"code": 0, "loaded": []}, done.stdout + done.stderr
+    summary = json.loads(out_json.read_text())
+    assert summary["assistant_feedback"] == "silence"
+    streams = summary["streams"]
+    assert [s["input"] for s in streams] == [str(CLIP_16K), str(CLIP_8K)]
+    assert streams[0]["num_blocks"] == 20  # 1.554 s in 80 ms blocks
+
+    # The same streaming through the model's own step and the engine's feedback rules.
+    env_BxT = _clips_BxT(run.config.audio.sample_rate)
+    manifest = export_runner.read_manifest(copied)
+    prompt_BxP = np.tile(np.asarray(manifest["prompt_tokens"], np.int32), (BATCH, 1))
+    expected_BxKxN = _free_run(run, reference, env_BxT, prompt_BxP,
+                               manifest["samples_per_block"])
+    for i, item in enumerate(streams):
+        assert item["tokens"] == expected_BxKxN[i, :item["num_blocks"]].tolist(), i
+        text_ids = [t for t in np.ravel(item["tokens"]) if 8 <= t < run.tokenizer.vocab_size]
+        assert item["text"] == run.tokenizer.decode(text_ids)
+
+
+def test_runner_in_process_one_file_pads_the_batch(exported):
+    summary, arrays = export_runner.run_files(exported, [CLIP_8K])
+    assert len(summary["streams"]) == 1 and arrays["tokens"].shape[0] == BATCH
+    assert arrays["mel"].shape[2:] == (8, 80)
+    with pytest.raises(ValueError, match="exceed the export's max_blocks=25"):
+        export_runner.stream(exported, np.zeros((BATCH, 26 * 1280)))
+
+
+def test_resample_keeps_a_tone():
+    t_8k = np.arange(8000) / 8000
+    up = export_runner.resample(np.sin(2 * np.pi * 440 * t_8k), 8000, 16000)
+    t_16k = np.arange(16000) / 16000
+    assert up.shape == (16000,)
+    np.testing.assert_allclose(up, np.sin(2 * np.pi * 440 * t_16k), atol=1e-3)
+
+
+def _copy(export_dir: Path, tmp_path: Path) -> Path:
+    copied = tmp_path / "broken"
+    shutil.copytree(export_dir, copied)
+    return copied
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda d: (d / "manifest.json").write_text("{not json"), "manifest.json: not valid JSON"),
+    (lambda d: (d / "manifest.json").unlink(), "manifest.json: missing"),
+    (lambda d: (d / "manifest.json").write_text(json.dumps({"format": "omni_jax.export/1"})),
+     "manifest.json: missing keys"),
+    (lambda d: (d / "step.jaxexport").write_bytes(b"\0" * 64), "step.jaxexport: content differs"),
+    (lambda d: (d / "init_state.jaxexport").unlink(), "init_state.jaxexport: missing"),
+    (lambda d: (d / "params.npz").write_bytes(b"PK\3\4 truncated"), "params.npz: unreadable"),
+    (lambda d: (d / "tokenizer.model").write_bytes(b"x"), "tokenizer.model: content differs"),
+])
+def test_broken_export_folder_names_the_file(export_dir, tmp_path, damage, message):
+    broken = _copy(export_dir, tmp_path)
+    damage(broken)
+    with pytest.raises(ExportError, match=message) as info:
+        ExportedModel(broken)
+    assert str(broken) in str(info.value)
+
+
+def test_params_that_disagree_with_the_manifest(export_dir, tmp_path):
+    broken = _copy(export_dir, tmp_path)
+    manifest = json.loads((broken / "manifest.json").read_text())
+    manifest["params"][0]["shape"] = [7, 7]
+    (broken / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ExportError, match=r"params.npz: \['params'\].* has shape"):
+        ExportedModel(broken)
+
+
+def test_not_a_run_and_occupied_out_dir(run, tmp_path):
+    with pytest.raises(checkpoint_loading.RunLoadError, match=str(tmp_path / "nothing")):
+        export.export_run(tmp_path / "nothing", tmp_path / "out")
+    (tmp_path / "empty_run").mkdir()
+    with pytest.raises(checkpoint_loading.RunLoadError, match="no config.json"):
+        export.export_run(tmp_path / "empty_run", tmp_path / "out")
+    occupied = tmp_path / "occupied"
+    occupied.mkdir()
+    (occupied / "notes.txt").write_text("keep me")
+    with pytest.raises(ExportError, match="not empty"):
+        export.export_loaded(run, occupied, max_seconds=0.2)
+    with pytest.raises(ExportError, match="not an export"):
+        export.export_loaded(run, occupied, max_seconds=0.2, overwrite=True)
+    assert (occupied / "notes.txt").read_text() == "keep me"
+    assert not list(tmp_path.glob(".*partial*"))
+
+
+def test_cli_reports_a_workdir_that_is_not_a_run(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "omni_jax.export", f"--workdir={tmp_path / 'nothing'}",
+         f"--out={tmp_path / 'out'}"],
+        cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 1
+    assert f"{tmp_path / 'nothing'}: no such run directory" in done.stderr
+
+
+@pytest.mark.slow
+def test_end_to_end_from_a_checkpointed_run(tmp_path):
+    """A run directory with a real checkpoint -> the CLI -> the runner, in subprocesses."""
+    workdir = tmp_path / "run"
+    workdir.mkdir()
+    _make_workdir(workdir)
+    out = tmp_path / "export"
+    done = subprocess.run(
+        [sys.executable, "-m", "omni_jax.export", f"--workdir={workdir}", f"--out={out}",
+         "--max_seconds=2", "--platforms=cpu"],
+        cwd=REPO, capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == 0, done.stderr
+    manifest = export_runner.read_manifest(out)
+    assert manifest["checkpoint_step"] == STEP and manifest["platforms"] == ["cpu"]
+    result = tmp_path / "result.json"
+    done = subprocess.run(
+        [sys.executable, str(out / "run_exported.py"), str(out), str(CLIP_16K),
+         f"--out={result}", f"--mel_out={tmp_path / 'mel.npz'}"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(result.read_text())["streams"][0]["num_blocks"] == 20
+    with np.load(tmp_path / "mel.npz") as mel:
+        assert mel["mel"].shape == (1, 20, 8, 80) and mel["speaking"].shape == (1, 20)
