@@ -57,6 +57,19 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.data.voices.num_assistant = 1  # assistant voices (the synthesizer's targets)
     c.data.voices.language = "en-us"  # espeak-ng language
 
+    # data.source="corpus": the generated scenarios with their users' turns drawn from this
+    # real speech corpus (data_pipelines/sources/real.py, scenarios/real_speech.py).
+    c.data.corpus = ml_collections.ConfigDict()
+    c.data.corpus.kind = "librispeech"  # librispeech | libriheavy | gigaspeech | manifest
+    c.data.corpus.root = ""  # the corpus folder on disk (required with source="corpus")
+    c.data.corpus.audio_root = ""  # libriheavy: the LibriLight audio folder ("" = root)
+    c.data.corpus.train_parts = ()  # the layout's parts of the train split; () = its default
+    c.data.corpus.eval_parts = ()  # the layout's parts of the eval split; () = its default
+    c.data.corpus.max_seconds = 0.0  # longer utterances are left out of the build (0 = keep)
+    c.data.corpus.replies = "auto"  # auto | yes | no: turns carry replies (auto: scan a manifest)
+    c.data.corpus.data_dir = ""  # where the array_record build goes; "" = data.corpus_dir
+    c.data.corpus.tokenizer_texts = 20000  # train transcripts (evenly spread) tokenizer learns
+
     # Timing rules (see data_pipelines.contract.TimingRules).
     c.data.timing = ml_collections.ConfigDict()
     c.data.timing.response_delay_blocks = 2  # user turn end -> start transition

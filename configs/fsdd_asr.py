@@ -51,10 +51,10 @@ def get_config(arg=None):
     c.data.augment.gain_db = (-6.0, 0.0)
     c.loss.speech = 0.0  # no speech targets in ASR
     c.eval.splits = ("eval", "test")  # held-out speaker; FSDD's official test takes 0-4
-    c.train.steps = 1500
+    c.train.steps = 800
     c.train.warmup_steps = 100
-    c.train.eval_every = 500
-    c.train.checkpoint_every = 250
+    c.train.eval_every = 400
+    c.train.checkpoint_every = 200
     if arg == "short":
         c.data.train_dialogues = 200
         c.data.eval_dialogues = 20

@@ -1,9 +1,12 @@
 """Materialising the embedded world: dialogues, tokenizer and the on-disk corpus.
 
   generate_dialogues(config, split, count, seed)  deterministic (key, Timeline) stream
-  build_tokenizer(config, path)                   train on world.all_texts() or load
+  build_tokenizer(config, path)                   train on the world's text (and a real
+                                                  corpus's transcripts) or load
   corpus_fingerprint(config)                      hash of everything that shapes the corpus
   corpus_dir(config, workdir)                     where TFDS datasets live
+  real_corpus_dir(config, workdir)                where a real corpus (source 'corpus') is
+                                                  built: data.corpus.data_dir or corpus_dir
   ensure_corpus(config, workdir)                  build the TFDS dataset if missing
   prepared_builder(config, workdir)               the same, returning the TFDS builder
 
@@ -12,10 +15,15 @@ any dialogue can be regenerated alone and the corpus does not depend on how gene
 parallelised. A generation error (a ValueError: an unsayable text, an impossible Timeline)
 is handled per `config.data.on_bad_sample`: `raise` names the split, dialogue index and
 scenario; `skip` drops the dialogue and counts it in `GenerationStats`.
+
+With `data.source='corpus'` the users of every scenario speak the turns of a real corpus
+(`data.corpus`, see `scenarios.real_speech.corpus_bank`), prepared once as its own TFDS
+dataset under `real_corpus_dir`; the tokenizer then also learns the corpus's transcripts.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import json
@@ -35,6 +43,9 @@ SPLIT_IDS = {"train": 0, "eval": 1}
 # data field (and any new one) is part of the corpus fingerprint: the world fits dialogues
 # into num_blocks, so even the block count shapes them.
 _READ_ONLY_DATA_FIELDS = ("corpus_dir", "tokenizer", "pipeline")
+# Fields of `config.data.corpus` that say where the real corpus is built or what the tokenizer
+# reads; the rest (kind, folder, parts, ...) shape the dialogues when data.source='corpus'.
+_READ_ONLY_CORPUS_FIELDS = ("data_dir", "tokenizer_texts")
 # Modules whose code decides what a generated dialogue holds.
 _GENERATOR_MODULES = ("world.py", "scenarios", "voices.py", "timeline.py", "serialize.py")
 
@@ -67,18 +78,20 @@ def split_rng(seed: int, split: str, index: int) -> np.random.Generator:
 
 
 def generate_dialogues(config, split: str, count: int, seed: int,
-                       stats: GenerationStats | None = None,
-                       start: int = 0) -> Iterator[tuple[int, Timeline]]:
+                       stats: GenerationStats | None = None, start: int = 0,
+                       workdir: str | os.PathLike | None = None
+                       ) -> Iterator[tuple[int, Timeline]]:
     """Yields (dialogue index, Timeline) for indices start..start+count-1 of `split`.
 
     Skipped dialogues (policy `skip`) leave a gap in the indices and are counted in `stats`.
+    `workdir`: where a real corpus is built (see `real_corpus_dir`).
     """
     from data_pipelines import scenarios  # deferred: the world loads voices and texts
 
     stats = stats if stats is not None else GenerationStats()
     weights = {name: float(w) for name, w in config.data.scenarios.items()}
     policy = config.data.on_bad_sample
-    context = scenarios.make_context(config, split)
+    context = scenarios.make_context(config, split, workdir=workdir)
     for index in range(start, start + count):
         began = time.perf_counter()
         rng = split_rng(seed, split, index)
@@ -102,8 +115,12 @@ def generate_dialogues(config, split: str, count: int, seed: int,
         yield index, timeline
 
 
-def build_tokenizer(config, path: str | os.PathLike):
-    """Loads the tokenizer at `path`, or trains it on the world's text when it is missing."""
+def build_tokenizer(config, path: str | os.PathLike,
+                    workdir: str | os.PathLike | None = None):
+    """Loads the tokenizer at `path`, or trains it when it is missing: on the world's text,
+    plus with data.source='corpus' the real corpus's train transcripts (`real_corpus_texts`;
+    FSDD's digit words are world words already). `workdir` says where the real corpus is
+    built; None = the folder of `path` when that is the default WORKDIR/tokenizer.model."""
     from data_pipelines import tokenizer as tokenizer_lib
 
     path = Path(path)
@@ -112,17 +129,41 @@ def build_tokenizer(config, path: str | os.PathLike):
     else:
         from data_pipelines import world
 
-        logging.info("training a %d-piece tokenizer at %s", config.data.tokenizer.vocab_size,
-                     path)
+        texts = world.all_texts()
+        if config.data.source == "corpus":
+            if workdir is None and not config.data.tokenizer.path:
+                workdir = path.parent  # tokenizer_path's default: WORKDIR/tokenizer.model
+            texts += real_corpus_texts(config, workdir)
+        logging.info("training a %d-piece tokenizer at %s on %d texts",
+                     config.data.tokenizer.vocab_size, path, len(texts))
         tokenizer = tokenizer_lib.train_tokenizer(
-            world.all_texts(), config.data.tokenizer.vocab_size,
-            config.data.tokenizer.model_type, path)
+            texts, config.data.tokenizer.vocab_size, config.data.tokenizer.model_type, path)
     if tokenizer.vocab_size > config.data.tokenizer.vocab_size:
         raise tokenizer_lib.TokenizerError(
             f"tokenizer {str(path)!r} has {tokenizer.vocab_size} pieces, more than "
             f"config.data.tokenizer.vocab_size={config.data.tokenizer.vocab_size} "
             "(a stale model? delete it to retrain)")
     return tokenizer
+
+
+def real_corpus_texts(config, workdir: str | os.PathLike | None = None) -> list[str]:
+    """Transcripts (and replies) of at most data.corpus.tokenizer_texts utterances of the
+    real corpus's train split, evenly spread over it (deterministic; the whole split when it
+    is smaller), so the tokenizer covers the corpus's words and characters without reading
+    a corpus of millions of utterances."""
+    from data_pipelines.scenarios import real_speech
+
+    source = real_speech.corpus_source(config, "train", workdir)
+    cap = int(config.data.corpus.tokenizer_texts)
+    if not cap or not len(source):
+        return []
+    picked = np.unique(np.linspace(0, len(source) - 1, num=min(cap, len(source)))
+                       .round().astype(np.int64))
+    texts = []
+    for index in picked:
+        utt = source[int(index)]
+        texts += [utt.text, utt.reply] if utt.reply else [utt.text]
+    return texts
 
 
 def tokenizer_path(config, workdir: str | os.PathLike) -> Path:
@@ -141,8 +182,16 @@ def _plain(value):
 
 
 def generating_config(config) -> dict:
-    """The config fields that shape the generated Timelines, as plain JSON values."""
+    """The config fields that shape the generated Timelines, as plain JSON values. The real
+    corpus section counts only when data.source='corpus', with its folders made absolute
+    (a relative path names a different corpus from elsewhere)."""
     data = {k: v for k, v in _plain(config.data).items() if k not in _READ_ONLY_DATA_FIELDS}
+    real = data.pop("corpus", None)
+    if config.data.source == "corpus":
+        real = {k: v for k, v in real.items() if k not in _READ_ONLY_CORPUS_FIELDS}
+        for folder in ("root", "audio_root"):
+            real[folder] = os.path.abspath(real[folder]) if real.get(folder) else ""
+        data["corpus"] = real
     return dict(seed=config.seed, audio=_plain(config.audio), data=data)
 
 
@@ -172,14 +221,39 @@ def corpus_dir(config, workdir: str | os.PathLike) -> Path:
     return Path(config.data.corpus_dir or Path(workdir) / "corpus")
 
 
+def real_corpus_dir(config, workdir: str | os.PathLike | None = None) -> Path:
+    """The TFDS data_dir where the real corpus of data.source='corpus' is built:
+    data.corpus.data_dir, else the corpus dir (data.corpus_dir, else WORKDIR/corpus)."""
+    if config.data.corpus.data_dir:
+        return Path(config.data.corpus.data_dir)
+    if workdir is None and not config.data.corpus_dir:
+        raise ValueError("config.data.corpus.data_dir: data.source='corpus' builds the real "
+                         "corpus under the run's corpus dir, and no workdir was given here; "
+                         "set data.corpus.data_dir (or data.corpus_dir)")
+    return corpus_dir(config, workdir)
+
+
+def with_real_corpus_dir(config, workdir: str | os.PathLike):
+    """`config` with data.corpus.data_dir set to `real_corpus_dir(config, workdir)`, for code
+    that gets only the config (the TFDS builder generating the dialogues); the data dir is
+    not in the fingerprint, so the corpus keeps its name. Other sources: `config` as is."""
+    if config.data.source != "corpus" or config.data.corpus.data_dir:
+        return config
+    resolved = copy.deepcopy(config)
+    resolved.data.corpus.data_dir = os.fspath(real_corpus_dir(config, workdir))
+    return resolved
+
+
 def prepared_builder(config, workdir: str | os.PathLike):
-    """The TFDS builder of the corpus `config` generates, built first if missing.
+    """The TFDS builder of the corpus `config` generates, built first if missing (with
+    data.source='corpus', the real corpus first of all, under `real_corpus_dir`).
 
     Only one process should build (multi-host: process 0 first, then a barrier).
     """
     from data_pipelines.sources import embedded  # deferred: tensorflow_datasets is slow
 
-    builder = embedded.make_builder(config, corpus_dir(config, workdir))
+    builder = embedded.make_builder(with_real_corpus_dir(config, workdir),
+                                    corpus_dir(config, workdir))
     if not builder.is_prepared():
         began = time.perf_counter()
         embedded.prepare(builder)
@@ -188,5 +262,5 @@ def prepared_builder(config, workdir: str | os.PathLike):
 
 
 def ensure_corpus(config, workdir: str | os.PathLike) -> Path:
-    """Builds the embedded-world TFDS dataset unless it exists; returns its directory."""
+    """Builds the generated corpus's TFDS dataset unless it exists; returns its directory."""
     return Path(prepared_builder(config, workdir).data_dir)

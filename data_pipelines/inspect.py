@@ -37,8 +37,9 @@ def inspect(config, out: Path, per_scenario: int = 2, split: str = "train") -> l
 
     configuration.validate(config)
     out.mkdir(parents=True, exist_ok=True)
-    tokenizer = corpus.build_tokenizer(config, out / "tokenizer.model")
-    ctx = scenarios.make_context(config, split)
+    # A real corpus (data.source='corpus') is built under out/corpus unless the config says.
+    tokenizer = corpus.build_tokenizer(config, out / "tokenizer.model", workdir=out)
+    ctx = scenarios.make_context(config, split, workdir=out)
     dims = contract.Dims.from_config(config)
     timing = configuration.timing_rules(config)
     augment_config = augment.AugmentConfig.from_config(config.data.augment)

@@ -22,6 +22,10 @@ SCENARIOS = ("asr", "enhancement", "target_speaker", "tts", "qa", "barge_in_ci",
              "barge_in_echo", "barge_in_cd", "backchannel", "third_speaker", "multi_turn")
 MESH_AXES = ("data", "fsdp", "tensor")
 PRETRAINED_VOCAB = ("exact", "prefix")  # see omni_jax.models.pretrained
+# data.source="corpus": the layouts of data_pipelines.sources.real.BUILDERS (named here so
+# that validating needs no tensorflow_datasets import), and data.corpus.replies values.
+REAL_CORPUS_KINDS = ("librispeech", "libriheavy", "gigaspeech", "manifest")
+CORPUS_REPLIES = ("auto", "yes", "no")
 
 
 class ConfigError(ValueError):
@@ -127,6 +131,22 @@ def _validate_eval(config):
            "split ('test', FSDD's official test takes)")
 
 
+def _validate_corpus(config):
+    """data.corpus, read when data.source='corpus' (see data_pipelines.sources.real)."""
+    _choice(config, "data.corpus.kind", REAL_CORPUS_KINDS)
+    spec = config.data.corpus
+    _check(bool(_get(config, "data.corpus.root")), "data.corpus.root",
+           f"data.source='corpus' needs the {spec.kind} corpus folder")
+    for field in ("train_parts", "eval_parts"):
+        parts = _get(config, f"data.corpus.{field}")
+        _check(isinstance(parts, (tuple, list)) and all(isinstance(p, str) and p
+                                                        for p in parts),
+               f"data.corpus.{field}", f"{parts!r} is not a tuple of part names")
+    _positive(config, "data.corpus.max_seconds", allow_zero=True)
+    _choice(config, "data.corpus.replies", CORPUS_REPLIES)
+    _positive(config, "data.corpus.tokenizer_texts", allow_zero=True)
+
+
 def validate(config, num_devices: int | None = None):
     """Raises ConfigError naming the first impossible field. Returns the config."""
     # Audio and blocks.
@@ -152,8 +172,8 @@ def validate(config, num_devices: int | None = None):
     _positive(config, "data.prompt_len", "data.eval_dialogues", allow_zero=True)
     _choice(config, "data.on_bad_sample", BAD_SAMPLE_POLICIES)
     source = d.source
-    _check(source in ("embedded", "fsdd") or source.startswith("tfds:"), "data.source",
-           f"{source!r} is not 'embedded', 'fsdd' or 'tfds:NAME'")
+    _check(source in ("embedded", "fsdd", "corpus") or source.startswith("tfds:"),
+           "data.source", f"{source!r} is not 'embedded', 'fsdd', 'corpus' or 'tfds:NAME'")
     if source == "fsdd":
         _check(bool(d.get("real_dir")), "data.real_dir",
                "data.source='fsdd' needs the FSDD folder (the one holding recordings/)")
@@ -162,6 +182,8 @@ def validate(config, num_devices: int | None = None):
                f"need 1 <= min_digits <= max_digits, got {digits.min_digits}, "
                f"{digits.max_digits}")
         _range(config, "data.fsdd.pause_s", lo=0.0)
+    if source == "corpus":
+        _validate_corpus(config)
     unknown = sorted(set(d.scenarios) - set(SCENARIOS))
     _check(not unknown, "data.scenarios", f"unknown scenarios {unknown}; known {SCENARIOS}")
     for name, weight in d.scenarios.items():

@@ -71,7 +71,7 @@ def run_suites(trainer, config, workdir: Path, tokenizer, params, step: int) -> 
     from omni_jax.evaluation import suites
 
     return suites.run_suites(trainer.model, params, config, tokenizer, step=step,
-                             out_dir=workdir / "eval" / f"step_{step}")
+                             out_dir=workdir / "eval" / f"step_{step}", workdir=workdir)
 
 
 def _cell(value) -> str:

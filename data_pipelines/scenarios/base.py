@@ -86,9 +86,14 @@ class ScenarioContext:
         return t.block_start_s(t.heard(stop_s) + t.stop_delay_blocks + 1)
 
 
-def make_context(config, split: str, synth: voices.Synthesizer | None = None
-                 ) -> ScenarioContext:
-    """A context from an ml_collections config (audio.*, data.num_blocks, data.voices.*, ...)."""
+def make_context(config, split: str, synth: voices.Synthesizer | None = None,
+                 workdir=None) -> ScenarioContext:
+    """A context from an ml_collections config (audio.*, data.num_blocks, data.voices.*, ...).
+
+    `workdir`: the run directory whose corpus dir holds a real corpus (data.source='corpus')
+    once built; None = data.corpus.data_dir or data.corpus_dir (see
+    `corpus.real_corpus_dir`). The other sources ignore it.
+    """
     from data_pipelines.scenarios import real_speech  # deferred: it imports this module
 
     v = config.data.voices
@@ -102,7 +107,7 @@ def make_context(config, split: str, synth: voices.Synthesizer | None = None
         max_duration_s=config.data.num_blocks * config.audio.block_ms / 1000.0,
         block_ms=config.audio.block_ms, timing=timing,
         tokens_per_block=config.data.tokens_per_block,
-        user_speech=real_speech.bank_from_config(config, split))
+        user_speech=real_speech.bank_from_config(config, split, workdir=workdir))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -13,13 +13,15 @@ A bank hands out what a speaker says, as a `UserTurn` (a `voices.Utterance`: tex
 
 The scenario generators reach a bank only through `scenarios.speakers` (which also says
 what is taken from a corpus and what is not); `ScenarioContext.user_speech` selects the
-bank. `asr` and `qa` below are those scenarios run on a given bank.
+bank. `asr` and `qa` below are those scenarios run on a given bank. `bank_from_config`
+makes the bank `config.data.source` names: FSDD, or a real corpus (`data.corpus`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from typing import TYPE_CHECKING, Protocol, Sequence
 
 import numpy as np
@@ -234,13 +236,88 @@ def qa(rng: np.random.Generator, ctx: ScenarioContext, bank: UtteranceBank) -> T
     return dialogue.qa(rng, dataclasses.replace(ctx, user_speech=bank))
 
 
-def bank_from_config(config, split: str) -> UtteranceBank | None:
+# data.corpus.replies -> CorpusBank(replies=...); "auto" is None (read the split to find
+# out) for a manifest and False for the layouts whose records never carry a reply.
+CORPUS_REPLIES = {"auto": None, "yes": True, "no": False}
+REPLY_KINDS = ("manifest",)
+
+
+def corpus_splits(config) -> dict[str, tuple[str, ...]]:
+    """split -> the layout's parts: data.corpus.{train,eval}_parts, empty = the layout's
+    DEFAULT_SPLITS (e.g. LibriSpeech train-clean-100 / dev-clean)."""
+    from data_pipelines.sources import real  # deferred: tensorflow_datasets is slow
+
+    spec = config.data.corpus
+    if spec.kind not in real.BUILDERS:
+        raise ValueError(f"config.data.corpus.kind: unknown real corpus {spec.kind!r}; "
+                         f"known: {sorted(real.BUILDERS)}")
+    defaults = real.BUILDERS[spec.kind].DEFAULT_SPLITS
+    return {split: tuple(spec[f"{split}_parts"]) or tuple(defaults[split])
+            for split in ("train", "eval")}
+
+
+def corpus_source(config, split: str, workdir=None) -> UtteranceSource:
+    """Split `split` of the real corpus `config.data.corpus` names, prepared on first use
+    under `corpus.real_corpus_dir(config, workdir)`. The build is named by a digest of the
+    folder, parts, rate, length limit and bad-sample policy (`sources.builder.config_for`),
+    so a changed corpus is built anew, never read stale. Only one process should build
+    (the main job: process 0, before the others look)."""
+    from data_pipelines import corpus
+    from data_pipelines.sources import real  # deferred: tensorflow_datasets is slow
+
+    spec = config.data.corpus
+    if not spec.root:
+        raise ValueError("config.data.corpus.root: data.source='corpus' needs the corpus "
+                         "folder")
+    if not os.path.isdir(spec.root):
+        raise FileNotFoundError(f"config.data.corpus.root: {spec.kind} corpus folder "
+                                f"{spec.root!r} does not exist")
+    splits = corpus_splits(config)
+    if split not in splits:
+        raise ValueError(f"config.data.corpus: a real corpus has the splits {sorted(splits)}, "
+                         f"not {split!r}")
+    builder = real.make_builder(spec.kind, spec.root, corpus.real_corpus_dir(config, workdir),
+                                splits=splits, sample_rate=config.audio.sample_rate,
+                                on_bad_sample=config.data.on_bad_sample,
+                                max_seconds=spec.max_seconds, audio_root=spec.audio_root)
+    if not builder.is_prepared():
+        real.prepare(builder)
+    return real.open_utterances(builder, split)
+
+
+def corpus_bank(config, split: str, workdir=None) -> CorpusBank:
+    """A CorpusBank of `corpus_source(config, split, workdir)` (replies per
+    data.corpus.replies)."""
+    spec = config.data.corpus
+    if spec.replies not in CORPUS_REPLIES:
+        raise ValueError(f"config.data.corpus.replies: {spec.replies!r} is not one of "
+                         f"{list(CORPUS_REPLIES)}")
+    replies = CORPUS_REPLIES[spec.replies]
+    if replies is None and spec.kind not in REPLY_KINDS:
+        replies = False
+    source = corpus_source(config, split, workdir)
+    if replies is None and len(source) > CorpusBank.SCAN_LIMIT:
+        raise ValueError(f"config.data.corpus.replies: {source.name} has {len(source)} "
+                         f"utterances; say 'yes' or 'no' (whether they carry reply texts) "
+                         f"instead of 'auto', which would read them all")
+    if not len(source):
+        raise ValueError(f"config.data.corpus: {split} split {source.name} has no utterances "
+                         f"(parts {corpus_splits(config)[split]}, max_seconds "
+                         f"{spec.max_seconds})")
+    return CorpusBank(source, replies)
+
+
+def bank_from_config(config, split: str, workdir=None) -> UtteranceBank | None:
     """The bank `config.data.source` asks for; None for the generated (espeak) world.
 
     fsdd: config.data.real_dir (the FSDD folder), config.data.holdout_speaker and
     config.data.fsdd.{min_digits, max_digits, pause_s}.
+    corpus: config.data.corpus (see `corpus_bank`); its build lands under `workdir`'s
+    corpus dir unless data.corpus.data_dir or data.corpus_dir says where.
     """
     data = config.data
+    if data.source == "corpus":
+        return corpus_bank(config, split, workdir)
     if data.source != "fsdd":
         return None
     if not data.get("real_dir"):

@@ -5,6 +5,8 @@ wraps a random-access sequence of serialised records (a TFDS `data_source`, a li
 deserialises on access, so reading is lazy and the source pickles cheaply into Grain
 workers. `open_source(config, workdir, split)` opens the source `config.data.source` names:
   embedded    the generated world (built on first use, see corpus.ensure_corpus)
+  fsdd        the same, with FSDD digit strings as user turns (data.real_dir)
+  corpus      the same, with a real corpus's utterances as user turns (data.corpus)
   tfds:NAME   a prepared TFDS dataset with the same features, under the corpus directory
 """
 
@@ -49,7 +51,8 @@ def open_source(config, workdir: str | os.PathLike, split: str) -> TimelineSourc
     from data_pipelines import corpus
 
     kind = config.data.source
-    if kind in ("embedded", "fsdd"):  # generated corpora; fsdd draws user turns from FSDD
+    # Generated corpora; fsdd and corpus draw the user turns from real speech.
+    if kind in ("embedded", "fsdd", "corpus"):
         from data_pipelines.sources import embedded
 
         builder = corpus.prepared_builder(config, workdir)
@@ -63,4 +66,4 @@ def open_source(config, workdir: str | os.PathLike, split: str) -> TimelineSourc
                                    data_dir=os.fspath(corpus.corpus_dir(config, workdir)))
         return TimelineSource(records, name=f"{name}/{split}")
     raise ValueError(f"config.data.source: unknown source {kind!r} "
-                     "(expected 'embedded', 'fsdd' or 'tfds:NAME')")
+                     "(expected 'embedded', 'fsdd', 'corpus' or 'tfds:NAME')")

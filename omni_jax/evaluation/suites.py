@@ -613,17 +613,18 @@ def _finite_or_none(value):
     return value
 
 
-def split_context(config, split: str):
+def split_context(config, split: str, workdir=None):
     """The scenario context of an evaluation split: "eval" (held-out voices or speaker), or
     another split of the user-speech bank (e.g. FSDD's official "test" takes) with the
-    held-out espeak voices for everything else."""
+    held-out espeak voices for everything else. `workdir`: the run directory, where a real
+    corpus (data.source='corpus') is built (see `scenarios.make_context`)."""
     from data_pipelines import scenarios
     from data_pipelines.scenarios import real_speech
 
-    ctx = scenarios.make_context(config, "eval")
+    ctx = scenarios.make_context(config, "eval", workdir=workdir)
     if split == "eval":
         return ctx
-    bank = real_speech.bank_from_config(config, split)
+    bank = real_speech.bank_from_config(config, split, workdir=workdir)
     if bank is None:
         raise ValueError(f"config.eval.splits: {split!r} needs a real-speech source with "
                          f"that split (data.source={config.data.source!r} has only 'eval')")
@@ -631,9 +632,10 @@ def split_context(config, split: str):
 
 
 def run_suites(model, params, config, tokenizer, *, step: int,
-               out_dir: Optional[Path] = None) -> dict[str, dict[str, Any]]:
+               out_dir: Optional[Path] = None, workdir=None) -> dict[str, dict[str, Any]]:
     """Every selected suite's scores ({suite: {metric: value}}); files under `out_dir`.
-    Splits after the first of `eval.splits` report as "SUITE@SPLIT"."""
+    Splits after the first of `eval.splits` report as "SUITE@SPLIT". `workdir`: the run
+    directory (where a real corpus of data.source='corpus' is built)."""
     names = selected_suites(config)
     if not names:
         return {}
@@ -642,7 +644,8 @@ def run_suites(model, params, config, tokenizer, *, step: int,
     for i, split in enumerate(eval_settings(config).splits):
         suffix = "" if i == 0 else f"@{split}"
         runner = SuiteRunner(engine, config, tokenizer, step=step,
-                             out_dir=out_dir, scenario_ctx=split_context(config, split),
+                             out_dir=out_dir,
+                             scenario_ctx=split_context(config, split, workdir=workdir),
                              suffix=suffix)
         report.update({name + suffix: scores for name, scores in runner.run_all(names).items()})
     return report
