@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -47,3 +49,155 @@ def test_step_and_train_forms_benchmarks_report_their_keys():
     assert step["rtf"] == step["p50_ms"] / 80
     forms = benchmark.bench_train_forms(config, batch=1, repeats=1)
     assert forms["scan_ms"] > 0 and forms["parallel_ms"] > 0
+
+
+# ---- train, compile, FLOPs and the real-time search ----------------------------------------
+
+# Quick XLA backend settings for the subprocess checks: the compiled programs only need to
+# exist (their memory, FLOPs and keys are checked, never their speed).
+_FAST_XLA = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
+_ONE_LAYER = [f"--config.model.{part}.num_layers=1" for part in ("encoder", "llm", "synth")]
+
+
+def _run_benchmark(args, devices=None):
+    from helpers import runner
+
+    env = runner.env(devices)
+    env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} {_FAST_XLA}".strip()
+    cmd = [sys.executable, "-m", "omni_jax.benchmark", "--config=configs/tiny.py", *args]
+    done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_compile_check_on_8_fake_devices_reports_memory_and_replicated_params():
+    result = _run_benchmark(["--what=compile", "--devices=8", *_ONE_LAYER], devices=8)
+    assert result["device_count"] == result["devices"] == 8
+    mesh = result["mesh"]
+    assert mesh["data"] * mesh["fsdp"] * mesh["tensor"] == 8
+    memory = result["bytes_per_device"]
+    for kind in ("argument", "output", "temp", "total"):
+        assert memory[kind] > 0, kind
+    assert 0 < result["state_bytes_per_device"] <= memory["argument"]
+    assert result["fits_80gb"] and result["state_fits_80gb"]
+    assert result["remat"] == "none" and result["dtype"] == "float32"
+    assert set(result["remat_per_part"]) == {"encoder", "llm", "synth"}
+    # tiny.py is data-parallel only: every large parameter is replicated, largest first.
+    replicated = result["replicated_params"]
+    assert replicated and all(size >= result["replicated_threshold_bytes"]
+                              for _, size in replicated)
+    assert [size for _, size in replicated] == sorted((s for _, s in replicated), reverse=True)
+    assert any(path.startswith("params/llm/") for path, _ in replicated)
+
+
+def test_train_run_reports_throughput_and_mfu():
+    result = _run_benchmark(["--what=train", "--batch=2", "--repeats=20",
+                             "--peak_matmul_size=128", "--config.data.num_blocks=4",
+                             "--config.data.prompt_len=2", *_ONE_LAYER])
+    for key in ("steps_per_s", "tokens_per_s", "flops_per_step", "measured_peak_flops",
+                "mfu_measured_peak", "achieved_flops_per_s_per_device"):
+        assert result[key] > 0, key
+    assert {"vendor_peak_flops", "mfu_vendor_peak", "device_kind", "device_count",
+            "xla_cost_flops", "analytic_over_xla_cost"} <= set(result)
+    assert result["vendor_peak_flops"] is None and result["mfu_vendor_peak"] is None  # CPU
+    assert result["llm_length"] == 2 + 4 * 3  # prompt + K blocks x [env, asst, token]
+    assert result["tokens_per_s"] == pytest.approx(2 * 14 * result["steps_per_s"])
+    # FLOP counts, not timings: the analytic dots match the compiled program's dots.
+    assert result["hlo_loops_without_trip_count"] == 0
+    assert 0.8 < result["analytic_over_hlo_dots"] < 1.25
+
+
+def test_llm_flops_equal_a_hand_count():
+    from configs import tiny
+    from omni_jax import flops
+
+    config = tiny.get_config()
+    config.data.prompt_len, config.data.num_blocks = 2, 3  # T = 2 + 3 x 3 = 11 positions
+    llm = config.model.llm
+    llm.num_layers, llm.width, llm.num_heads, llm.num_kv_heads, llm.mlp_dim = 2, 16, 4, 2, 32
+    vocab = config.data.tokenizer.vocab_size
+    positions = 2 * 11  # batch 2
+    # Per position and layer: q 2*16*16, k and v 2*16*8 each, o 2*16*16, SwiGLU 3 x 2*16*32.
+    projections = 512 + 256 + 256 + 512 + 3072
+    attention = 4 * 16 * (2 * 11 * 12 // 2)  # QK^T + AV over the causal half, per layer
+    head = 2 * 16 * vocab * positions
+    expected = 2 * (positions * projections + attention) + head
+    assert flops.llm_forward_flops(config, batch=2).total == expected
+    # LoRA rank 2 on q (16 -> 16) and v (16 -> 8): 2 * rank * (in + out) per position, in
+    # each of the 2 layers.
+    llm.lora_rank, llm.lora_targets = 2, ("q", "v")
+    lora = 2 * positions * (4 * 32 + 4 * 24)
+    assert flops.llm_forward_flops(config, batch=2).total == expected + lora
+    parts = flops.train_step_flops(config, batch=2)
+    assert parts["train_step"] == 3 * parts["forward"]
+    assert parts["forward"] == sum(parts[k] for k in ("encoder", "connector", "llm", "synth"))
+
+
+def test_hlo_flop_count_multiplies_loop_bodies_by_their_trip_counts():
+    import jax
+    import jax.numpy as jnp
+
+    from omni_jax import flops
+
+    def loss(w_LxDxD, x_BxD):
+        x_BxD, _ = jax.lax.scan(lambda x, w: (jnp.tanh(x @ w), None), x_BxD, w_LxDxD)
+        return x_BxD.sum()
+
+    compiled = jax.jit(jax.grad(loss)).lower(jnp.zeros((6, 32, 32)), jnp.zeros((4, 32))).compile()
+    counted = flops.hlo_dot_flops(compiled.as_text())
+    # Forward x @ w, backward dx and dw: three 4x32x32 matmuls per layer, 6 layers.
+    assert counted["flops"] == 3 * 6 * 2 * 4 * 32 * 32
+    assert counted["loops"] >= 1 and counted["loops_without_trip_count"] == 0
+    assert flops.xla_cost_flops(compiled) < counted["flops"]  # XLA counts each body once
+
+
+def test_vendor_peaks():
+    from omni_jax import flops
+
+    assert flops.vendor_peak_flops("NVIDIA H100 80GB HBM3") == 989e12
+    assert flops.vendor_peak_flops("NVIDIA H200") == 989e12
+    assert flops.vendor_peak_flops("NVIDIA A100-SXM4-80GB") == 312e12
+    assert flops.vendor_peak_flops("TPU v4") == 275e12
+    assert flops.vendor_peak_flops("TPU v5 lite") == 197e12
+    assert flops.vendor_peak_flops("TPU v5p") == 459e12
+    assert flops.vendor_peak_flops("NVIDIA H100 PCIe") is None
+    assert flops.vendor_peak_flops("cpu") is None
+
+
+def test_realtime_stream_search_finds_the_largest_fast_batch():
+    from omni_jax import benchmark
+
+    calls = []
+
+    def linear(batch):  # 2 ms + 1 ms per stream
+        calls.append(batch)
+        return 0.002 + 0.001 * batch
+
+    found = benchmark.realtime_streams(linear, budget_s=0.080, max_batch=4096)
+    assert found["streams"] == 78 and found["step_s"] == pytest.approx(0.080)
+    assert len(calls) == len(set(calls)) <= 16  # doubling to 128, then bisecting 64..128
+    assert calls[:8] == [1, 2, 4, 8, 16, 32, 64, 128]
+    # Batch 1 already too slow; the cap reached before the budget; an exact boundary.
+    assert benchmark.realtime_streams(lambda b: 0.1, 0.08, 64)["streams"] == 0
+    assert benchmark.realtime_streams(lambda b: 1e-3 * b, 0.08, 50)["streams"] == 50
+    assert benchmark.realtime_streams(lambda b: 0.01 * b, 0.08, 1000)["streams"] == 8
+    assert benchmark.realtime_streams(lambda b: 0.01 * (b > 33), 0.005, 1000)["streams"] == 33
+
+
+def test_per_part_remat_policies_default_to_the_global_one():
+    from configs import tiny
+    from omni_jax import configuration
+    from omni_jax.models.encoder import StreamingEncoder
+    from omni_jax.models.llm import LLM
+    from omni_jax.models.synthesizer import Synthesizer
+
+    config = tiny.get_config()
+    config.model.remat = "dots"
+    config.model.llm.remat = "full"
+    configuration.validate(config)
+    assert LLM.from_config(config).remat == "full"
+    assert StreamingEncoder.from_config(config).remat == "dots"
+    assert Synthesizer.from_config(config).remat == "dots"
+    config.model.synth.remat = "sometimes"
+    with pytest.raises(configuration.ConfigError, match="model.synth.remat"):
+        configuration.validate(config)
