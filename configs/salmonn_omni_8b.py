@@ -36,6 +36,9 @@ def get_config(arg=None):
     s = c.model.synth
     s.num_layers, s.width, s.num_heads, s.num_kv_heads, s.mlp_dim = 24, 1280, 20, 20, 3840
 
+    # FSDP over every device: replicated (data-parallel), the 8B training state and its
+    # gradients need ~106 GB per device (docs/BENCHMARKS.md, compile on 64 devices).
+    c.mesh.data, c.mesh.fsdp = 1, -1
     c.model.dtype = "bfloat16"
     c.model.remat = "dots_no_batch"
     c.train.learning_rate = 4e-5  # stage 1 in the paper

@@ -329,28 +329,6 @@ def abstract_train_state(trainer):
     return boxed, param_shardings, state, state_shardings
 
 
-def jitted_train_step(trainer, state_shardings):
-    """The body of `Trainer.train_step` (loss, gradients, AdamW with freezing and the
-    non-finite guard), jitted with the same shardings and donation. Rebuilt here because
-    the Trainer jits on its first call with real arrays, and this must also lower on
-    abstract shapes."""
-    import jax
-
-    from omni_jax.train import optim
-    from omni_jax.train import trainer as trainer_lib
-
-    def step(state, batch):
-        (loss, parts), grads = jax.value_and_grad(trainer._loss_fn, has_aux=True)(
-            state.params, batch)
-        new_state = optim.apply_gradients(state, grads, trainer.optimizer, loss)
-        parts = dict(parts, grad_norm=trainer_lib._global_norm(grads),
-                     nonfinite=optim.consecutive_nonfinite(new_state.opt_state))
-        return new_state, parts
-
-    return jax.jit(step, in_shardings=(state_shardings, trainer.batch_sharding),
-                   out_shardings=(state_shardings, None), donate_argnums=0)
-
-
 def _flops_check(compiled, analytic: dict, num_devices: int) -> dict:
     """XLA's own FLOP figures of the compiled step (per device) against the analytic ones."""
     from omni_jax import flops
@@ -387,7 +365,7 @@ def bench_train(config, batch: int = 0, steps: int = 10, peak_matmul_size: int =
         state = trainer.init_state()
         _, _, abstract_state, state_shardings = abstract_train_state(trainer)
         batch_arrays = trainer.global_batch(synthetic_batch(config, batch))
-        step = jitted_train_step(trainer, state_shardings)
+        step = trainer.jitted_train_step(state_shardings)
         start = time.perf_counter()
         with sharding.activate(trainer.mesh, trainer.rules):
             compiled = step.lower(abstract_state, batch_arrays).compile()
@@ -478,7 +456,7 @@ def compile_train_step(config, devices, replicated_threshold: int | None = 0) ->
         trainer = Trainer(config, workdir, devices)
         trainer.checkpointer.close()
     boxed, param_shardings, state, state_shardings = abstract_train_state(trainer)
-    step = jitted_train_step(trainer, state_shardings)
+    step = trainer.jitted_train_step(state_shardings)
     with sharding.activate(trainer.mesh, trainer.rules):
         start = time.perf_counter()
         lowered = step.lower(state, abstract_batch(config, batch))

@@ -16,6 +16,7 @@ checkpoint kept.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import os
 from pathlib import Path
@@ -119,20 +120,33 @@ class Trainer:
         outputs = self.model.parallel_forward(params, batch)
         return losses.compute_losses(outputs, batch, self.config)
 
+    def _step(self, state: optim.TrainState, batch: dict, param_shardings
+              ) -> tuple[optim.TrainState, dict]:
+        (loss, parts), grads = jax.value_and_grad(self._loss_fn, has_aux=True)(
+            state.params, batch)
+        # Gradients laid out like the parameters: left to XLA, those of frozen parameters
+        # (no optimizer state to pin them) came out replicated, ~38 GB per device at 8B.
+        grads = jax.lax.with_sharding_constraint(grads, param_shardings)
+        new_state = optim.apply_gradients(state, grads, self.optimizer, loss)
+        parts = dict(parts, grad_norm=_global_norm(grads),
+                     nonfinite=optim.consecutive_nonfinite(new_state.opt_state))
+        return new_state, parts
+
+    def jitted_train_step(self, state_shardings=None):
+        """The jitted train step (state donated); also lowers on abstract shapes (AOT
+        compile checks pass `state_shardings` of an abstract state)."""
+        state_shardings = state_shardings or self._state_shardings
+        if state_shardings is None:
+            raise RuntimeError("jitted_train_step needs state shardings: call init_state or "
+                               "restore_or_init first, or pass them")
+        step = functools.partial(self._step, param_shardings=state_shardings.params)
+        return jax.jit(step, in_shardings=(state_shardings, self.batch_sharding),
+                       out_shardings=(state_shardings, None), donate_argnums=0)
+
     def train_step(self, state: optim.TrainState, batch: dict) -> tuple[optim.TrainState, dict]:
         """One optimizer step on a global batch (jitted on first use, state donated)."""
         if self._train_step is None:
-            def step(state, batch):
-                (loss, parts), grads = jax.value_and_grad(self._loss_fn, has_aux=True)(
-                    state.params, batch)
-                new_state = optim.apply_gradients(state, grads, self.optimizer, loss)
-                parts = dict(parts, grad_norm=_global_norm(grads),
-                             nonfinite=optim.consecutive_nonfinite(new_state.opt_state))
-                return new_state, parts
-
-            self._train_step = jax.jit(
-                step, in_shardings=(self._state_shardings, self.batch_sharding),
-                out_shardings=(self._state_shardings, None), donate_argnums=0)
+            self._train_step = self.jitted_train_step()
         with sharding.activate(self.mesh, self.rules):
             return self._train_step(state, batch)
 
