@@ -583,11 +583,12 @@ class SuiteRunner:
         result = self.run(suite.cases, suite.echo_gains[-1])
         speech_BxT = result.speech.reshape(result.num_streams, -1)
         for b in range(min(int(self.eval.pictures), len(cases))):
-            stem = folder / f"case{b}_echo{gain_key(suite.echo_gains[-1])}"
+            # Not Path.with_suffix: the gain's "1.0" would read as a suffix.
+            stem = f"case{b}_echo{gain_key(suite.echo_gains[-1])}"
             pictures.plot_case(result, b, cases[b].record, self.tokenizer,
-                               stem.with_suffix(".png"), frontend=self.frontend,
+                               folder / f"{stem}.png", frontend=self.frontend,
                                title=f"{suite.name} case {b}: {cases[b].timeline.prompt!r}")
-            pictures.write_wav(stem.with_suffix(".wav"), result.env_audio[b].reshape(-1),
+            pictures.write_wav(folder / f"{stem}.wav", result.env_audio[b].reshape(-1),
                                speech_BxT[b], self.sample_rate)
 
 
