@@ -70,7 +70,7 @@ def run_suites(trainer, config, workdir: Path, tokenizer, params, step: int) -> 
     wavs and per-case results under DIR/eval/step_N/."""
     from omni_jax.evaluation import suites
 
-    return suites.run_suites(trainer.model, params, config, tokenizer, step=step,
+    return suites.run_suites(trainer.model, params, config, tokenizer,
                              out_dir=workdir / "eval" / f"step_{step}", workdir=workdir)
 
 

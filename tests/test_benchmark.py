@@ -35,6 +35,7 @@ def test_paper_size_parameter_counts_without_allocation():
         counts[k] for k in ("encoder", "connector", "llm", "synth"))
 
 
+@pytest.mark.slow  # ~1 min: the real-time search compiles the step at several batch sizes
 def test_step_and_train_forms_benchmarks_report_their_keys():
     from configs import tiny
     from omni_jax import benchmark

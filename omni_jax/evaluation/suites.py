@@ -90,7 +90,6 @@ class CaseSet:
 
     scenario: str
     keep: Optional[Callable[[tl.Timeline], bool]] = None
-    prompt: Optional[str] = None  # None: the timeline's own prompt
 
 
 def _nothing_said(timeline: tl.Timeline) -> bool:
@@ -276,8 +275,6 @@ def make_cases(case_set: CaseSet, count: int, scenario_ctx, config, tokenizer, s
         timeline = scenarios.generate(case_set.scenario, rng, scenario_ctx)
         if case_set.keep is not None and not case_set.keep(timeline):
             continue
-        if case_set.prompt is not None:
-            timeline = dataclasses.replace(timeline, prompt=case_set.prompt)
         quiet = dataclasses.replace(timeline, echo_gain=0.0, echo_delay_s=0.0,
                                     meta={**timeline.meta, "echo_fixed": True})
         record = render.fit_blocks(
@@ -293,8 +290,8 @@ class SuiteRunner:
     """Generates, runs and scores the suites with one `DuplexEngine` (or anything with its
     `run`); `engine_for(model, params, config, tokenizer)` makes the usual one."""
 
-    def __init__(self, engine, config, tokenizer, *, step: int = 0,
-                 out_dir: Optional[Path] = None, scenario_ctx=None, suffix: str = ""):
+    def __init__(self, engine, config, tokenizer, *, out_dir: Optional[Path] = None,
+                 scenario_ctx=None, suffix: str = ""):
         from data_pipelines import scenarios
         from omni_jax.audio.frontend import LogMelFrontend
         from omni_jax.audio.vocoder import make_vocoder
@@ -302,7 +299,7 @@ class SuiteRunner:
         if int(config.data.tokens_per_block) != 1:
             raise ValueError("evaluation suites run free-running: data.tokens_per_block "
                              f"must be 1, got {config.data.tokens_per_block}")
-        self.config, self.tokenizer, self.step = config, tokenizer, step
+        self.config, self.tokenizer = config, tokenizer
         self.eval = eval_settings(config)
         self.out_dir, self.suffix = out_dir, suffix
         self.ctx = scenario_ctx or scenarios.make_context(config, "eval")
@@ -632,8 +629,8 @@ def split_context(config, split: str, workdir=None):
     return dataclasses.replace(ctx, user_speech=bank)
 
 
-def run_suites(model, params, config, tokenizer, *, step: int,
-               out_dir: Optional[Path] = None, workdir=None) -> dict[str, dict[str, Any]]:
+def run_suites(model, params, config, tokenizer, *, out_dir: Optional[Path] = None,
+               workdir=None) -> dict[str, dict[str, Any]]:
     """Every selected suite's scores ({suite: {metric: value}}); files under `out_dir`.
     Splits after the first of `eval.splits` report as "SUITE@SPLIT". `workdir`: the run
     directory (where a real corpus of data.source='corpus' is built)."""
@@ -644,8 +641,7 @@ def run_suites(model, params, config, tokenizer, *, step: int,
     report = {}
     for i, split in enumerate(eval_settings(config).splits):
         suffix = "" if i == 0 else f"@{split}"
-        runner = SuiteRunner(engine, config, tokenizer, step=step,
-                             out_dir=out_dir,
+        runner = SuiteRunner(engine, config, tokenizer, out_dir=out_dir,
                              scenario_ctx=split_context(config, split, workdir=workdir),
                              suffix=suffix)
         report.update({name + suffix: scores for name, scores in runner.run_all(names).items()})
