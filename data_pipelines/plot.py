@@ -88,15 +88,23 @@ def plot_block_sequence(record, piece_of, path: str | Path, *, sample_rate: int,
     ax.set_ylim(0, 1)
     ax.set_yticks([0.15, 0.65], ["input", "label"], fontsize=7)
     ax.set_xlabel(f"time (s); one block = {block_s * 1000:.0f} ms")
-    for a in axes:
-        a.set_xlim(0, num_real * block_s)
-        a.grid(axis="x", alpha=0.2)
     if not title and "events" in record:
         title = _title(json.loads(record["events"]))
+    return save_timeline(fig, axes, num_real * block_s, title, path, dpi=110)
+
+
+def save_timeline(fig, axes, duration_s: float, title: str, path: str | Path,
+                  dpi: int = 100) -> Path:
+    """Shared time axis and grid over `duration_s`, the title, then the PNG at `path`."""
+    import matplotlib.pyplot as plt
+
+    for a in axes:
+        a.set_xlim(0, duration_s)
+        a.grid(axis="x", alpha=0.2)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=dpi)
     plt.close(fig)
     return path

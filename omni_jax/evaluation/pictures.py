@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from data_pipelines import contract
+from data_pipelines.plot import save_timeline
 from omni_jax.audio import io as audio_io
 from omni_jax.duplex.engine import FIRST_TEXT_ID
 
@@ -77,16 +78,7 @@ def plot_case(result, stream: int, reference: dict, tokenizer, path: str | Path,
     ax.set_ylim(0, 1)
     ax.set_yticks([0.15, 0.65], ["reference", "emitted"], fontsize=7)
     ax.set_xlabel(f"time (s); one block = {result.block_ms} ms")
-    for a in axes:
-        a.set_xlim(0, num_blocks * block_s)
-        a.grid(axis="x", alpha=0.2)
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_timeline(fig, axes, num_blocks * block_s, title, path)
 
 
 def write_wav(path: str | Path, heard_T: np.ndarray, speech_T: np.ndarray,
