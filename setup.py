@@ -27,10 +27,10 @@ setup(
         "tensorboardX>=2.6",
         "absl-py>=2.0",
         "numpy>=1.26",
-        "flatbuffers>=24.3",  # jax.export serialization (omni_jax.export)
+        "flatbuffers>=24.3",  # jax.export serialization (omni_jax.serving.export)
     ],
     extras_require={
-        "test": ["pytest>=8", "safetensors>=0.4", "pyyaml>=6"],  # tiny HF checkpoints, GKE YAML
+        "test": ["pytest>=8", "pyyaml>=6"],  # tiny HF checkpoints, GKE YAML
         "tf": ["tensorflow"],
     },
 )

@@ -25,7 +25,7 @@ Variants (comma-separated, also every `tiny.py` variant, e.g. `:short,negative_c
                `--config.data.corpus.audio_root=` the LibriLight audio folder
 """
 
-from configs import tiny
+from configs import common, tiny
 
 
 def _libriheavy(config):
@@ -67,4 +67,4 @@ def get_config(arg=None):
     c.train.warmup_steps = 100
     c.train.eval_every = 500
     c.train.checkpoint_every = 250
-    return tiny.apply_variants(c, arg, VARIANTS)
+    return common.apply_variants(c, arg, VARIANTS)

@@ -5,11 +5,10 @@
                32k vocabulary trained on the corpus
   synthesizer  8 layers, d=1024
 
-  python -m omni_jax.benchmark --config=configs/omni_1b.py --what=params
+  python -m omni_jax.benchmarks --config=configs/omni_1b.py --what=params
 """
 
-from configs import default
-from configs.tiny import apply_variants
+from configs import common, default, tiny
 
 
 def get_config(arg=None):
@@ -33,4 +32,4 @@ def get_config(arg=None):
     c.model.dtype = "bfloat16"
     c.model.remat = "dots_no_batch"
     c.train.learning_rate = 3e-4
-    return apply_variants(c, arg)
+    return common.apply_variants(c, arg, tiny.VARIANTS)

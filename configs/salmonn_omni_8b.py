@@ -7,13 +7,12 @@
 Stage 1 (the default variant) trains the connector and LoRA only (encoder and LLM frozen);
 `:stage2` adds the synthesizer. Other variants as in tiny.py.
 
-  python -m omni_jax.benchmark --config=configs/salmonn_omni_8b.py --what=params
+  python -m omni_jax.benchmarks --config=configs/salmonn_omni_8b.py --what=params
 
 Training it needs a pretrained LLM and encoder and real corpora; nothing here downloads them.
 """
 
-from configs import default
-from configs.tiny import apply_variants
+from configs import common, default, tiny
 
 
 def get_config(arg=None):
@@ -42,4 +41,4 @@ def get_config(arg=None):
     c.model.dtype = "bfloat16"
     c.model.remat = "dots_no_batch"
     c.train.learning_rate = 4e-5  # stage 1 in the paper
-    return apply_variants(c, arg or "stage1")
+    return common.apply_variants(c, arg or "stage1", tiny.VARIANTS)

@@ -4,7 +4,7 @@ Everything it needs is generated (espeak-ng voices, the small world of
 `data_pipelines.world`); no download, no real corpus.
 
   python -m data_pipelines.inspect --config=configs/tiny.py --out=/tmp/inspect
-  python -m omni_jax.benchmark --config=configs/tiny.py --what=pipeline
+  python -m omni_jax.benchmarks --config=configs/tiny.py --what=pipeline
 
 Variants (comma-separated, e.g. `--config=configs/tiny.py:negative_ce,cross_attention`):
   explicit | negative_ce | implicit   thinking variant (default explicit)
@@ -17,20 +17,7 @@ Variants (comma-separated, e.g. `--config=configs/tiny.py:negative_ce,cross_atte
                                       Start stage 2 from a stage-1 workdir's checkpoint.
 """
 
-from configs import default
-
-def _stage(name, scenarios=None):
-    def apply(config):
-        from omni_jax.train import optim  # deferred: data-only commands need no JAX
-
-        config.model.llm.lora_rank = config.model.llm.lora_rank or 8
-        config.train.frozen = optim.stage_frozen_patterns(name)
-        if scenarios is not None:
-            for scenario in config.data.scenarios:
-                if scenario not in scenarios:
-                    config.data.scenarios[scenario] = 0.0
-    return apply
-
+from configs import common, default
 
 VARIANTS = {
     "explicit": ("model.thinking", "explicit"),
@@ -40,27 +27,9 @@ VARIANTS = {
     "cross_attention": ("model.fusion", "cross_attention"),
     "mamba": ("model.encoder.kind", "mamba"),
     "transformer": ("model.encoder.kind", "transformer"),
-    "stage1": _stage("stage1", scenarios=("asr", "qa")),
-    "stage2": _stage("stage2"),
+    "stage1": common.stage("stage1", scenarios=("asr", "qa")),
+    "stage2": common.stage("stage2"),
 }
-
-
-def apply_variants(config, arg, variants=VARIANTS):
-    """Applies comma-separated named variants, each a (field, value) pair or a function of
-    the config; an unknown name is an error naming it."""
-    for name in filter(None, (arg or "").split(",")):
-        if name not in variants:
-            raise ValueError(f"unknown config variant {name!r}; known: {sorted(variants)}")
-        if callable(variants[name]):
-            variants[name](config)
-            continue
-        path, value = variants[name]
-        *parents, leaf = path.split(".")
-        node = config
-        for p in parents:
-            node = node[p]
-        node[leaf] = value
-    return config
 
 
 def get_config(arg=None):
@@ -84,7 +53,7 @@ def get_config(arg=None):
     c.train.eval_every = 200
     c.train.checkpoint_every = 100
     c.model.encoder.scan = "sequential"  # ~2x faster than associative on a CPU
-    return apply_variants(c, arg)
+    return common.apply_variants(c, arg, VARIANTS)
 
 
 def get_sweep(arg=None):

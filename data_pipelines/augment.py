@@ -199,6 +199,7 @@ def load_audio_folder(path: str, sample_rate: int) -> AudioFolder:
     Unreadable or empty files are skipped and counted (one warning); a folder with no
     usable file is an error.
     """
+    # Only real noise/RIR folders need them (librosa is slow to import).
     import librosa
     import soundfile
 

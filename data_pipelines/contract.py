@@ -44,6 +44,10 @@ PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
 # State tokens take the ids right after the control tokens (user-defined symbols in
 # sentencepiece come first, in order).
 STATE_TOKEN_IDS = {name: 4 + i for i, name in enumerate(STATE_TOKENS)}
+THINK_ID, SHIFT_ID, START_SPEAK_ID, END_SPEAK_ID = (STATE_TOKEN_IDS[t] for t in STATE_TOKENS)
+CONTROL_TOKEN_IDS = {PAD: PAD_ID, UNK: UNK_ID, BOS: BOS_ID, EOS: EOS_ID}
+# Every id below this is a control or state token; text pieces start here.
+FIRST_TEXT_ID = max(STATE_TOKEN_IDS.values()) + 1
 
 THINKING_VARIANTS = ("negative_ce", "explicit", "implicit")
 
@@ -92,6 +96,14 @@ class TimingRules:
                 f"{self.stop_delay_blocks} and {self.stop_window_blocks}")
         if self.block_ms <= 0:
             raise ContractError(f"timing.block_ms must be > 0, got {self.block_ms}")
+
+    @classmethod
+    def from_config(cls, config) -> "TimingRules":
+        """`config.audio.block_ms` and the `config.data.timing` fields; an impossible value
+        raises ContractError naming `timing.FIELD`."""
+        return cls(block_ms=int(config.audio.block_ms),
+                   **{f.name: int(config.data.timing[f.name])
+                      for f in dataclasses.fields(cls) if f.name != "block_ms"})
 
     def heard(self, t_s: float) -> int:
         """The block whose audio contains time t_s (seconds)."""

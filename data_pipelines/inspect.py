@@ -13,9 +13,12 @@ import json
 import zlib
 from pathlib import Path
 
+import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
-import numpy as np
+
+from data_pipelines import audio_io, augment, config_checks, contract, corpus, plot, render
+from data_pipelines import scenarios
 
 FLAGS = flags.FLAGS
 
@@ -31,17 +34,15 @@ def define_flags():
 
 def inspect(config, out: Path, per_scenario: int = 2, split: str = "train") -> list[Path]:
     """Renders `per_scenario` dialogues of every scenario into `out`; returns the files."""
-    from data_pipelines import augment, contract, corpus, plot, render, scenarios
-    from omni_jax import configuration
-    from omni_jax.audio import io
-
-    configuration.validate(config)
+    config_checks.validate_data(config)
+    # The one model field rendering reads (the model's own are omni_jax.configuration's).
+    config_checks.choice(config, "model.thinking", contract.THINKING_VARIANTS)
     out.mkdir(parents=True, exist_ok=True)
     # A real corpus (data.source='corpus') is built under out/corpus unless the config says.
     tokenizer = corpus.build_tokenizer(config, out / "tokenizer.model", workdir=out)
     ctx = scenarios.make_context(config, split, workdir=out)
     dims = contract.Dims.from_config(config)
-    timing = configuration.timing_rules(config)
+    timing = contract.TimingRules.from_config(config)
     augment_config = augment.AugmentConfig.from_config(config.data.augment)
     rate = config.audio.sample_rate
     written, index = [], ["# Rendered dialogues", "",
@@ -60,8 +61,9 @@ def inspect(config, out: Path, per_scenario: int = 2, split: str = "train") -> l
                               where=f"{name} #{i}")
             stem = out / f"{name}_{i}"
             num_real = int(record["block_mask"].sum())
-            io.write_wav(f"{stem}_env.wav", record["env_audio"][:num_real].reshape(-1), rate)
-            io.write_wav(f"{stem}_asst.wav", record["asst_audio"][:num_real].reshape(-1), rate)
+            for stream, field in (("env", "env_audio"), ("asst", "asst_audio")):
+                audio_io.write_wav(f"{stem}_{stream}.wav",
+                                   record[field][:num_real].reshape(-1), rate)
             plot.plot_block_sequence(record, tokenizer.piece_of, f"{stem}.png",
                                      sample_rate=rate)
             events = json.loads(record["events"])

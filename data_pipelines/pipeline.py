@@ -40,9 +40,9 @@ import numpy as np
 from absl import flags, logging
 
 from data_pipelines import augment as augment_lib
-from data_pipelines import contract, render, serialize
+from data_pipelines import contract, corpus, render, serialize
+from data_pipelines.sources import timelines
 from data_pipelines.timeline import Timeline
-from omni_jax.configuration import timing_rules
 
 RENDER_STREAM = 1  # rng stream tag of rendering (corpus generation uses split ids)
 SKIPPED = contract.SKIPPED
@@ -68,7 +68,7 @@ class _RenderRecord:
         self.crop = config.data.pipeline.crop
         self.thinking = config.model.thinking
         self.dims = contract.Dims.from_config(config)
-        self.timing = timing_rules(config)
+        self.timing = contract.TimingRules.from_config(config)
         self.augment = (augment_lib.AugmentConfig.from_config(config) if augment
                         else augment_lib.AugmentConfig.none())
 
@@ -166,23 +166,21 @@ def make_dataset(config, split: str, tokenizer, *, seed: int, process_index: int
                  ) -> grain.IterDataset:
     """The per-process batch stream of `split` (see the module docstring).
 
-    `source` defaults to `sources.open_source(config, workdir, split)`. `num_epochs` None
-    means `config.data.pipeline.num_epochs` (-1: forever); the last partial batch of a
-    finite run is dropped. `keep_metadata` adds record_index, epoch, scenario and events to
-    each batch; `augment=False` renders the clean environment (plus the scenario's echo).
-    An iterator state restores only into a dataset made with the same arguments and
-    worker_count (the batches themselves do not depend on worker_count).
+    `source` defaults to `sources.timelines.open_source(config, workdir, split)`.
+    `num_epochs` None means `config.data.pipeline.num_epochs` (-1: forever); the last
+    partial batch of a finite run is dropped. `keep_metadata` adds record_index, epoch,
+    scenario and events to each batch; `augment=False` renders the clean environment (plus
+    the scenario's echo). An iterator state restores only into a dataset made with the same
+    arguments and worker_count (the batches themselves do not depend on worker_count).
     """
     p = config.data.pipeline
     if p.batch_size % process_count:
         raise ValueError(f"config.data.pipeline.batch_size {p.batch_size} is not divisible "
                          f"by {process_count} processes")
     if source is None:
-        from data_pipelines import sources
-
         if workdir is None:
             raise ValueError("make_dataset needs a source or a workdir to open one")
-        source = sources.open_source(config, workdir, split)
+        source = timelines.open_source(config, workdir, split)
     if num_epochs is None and p.num_epochs != -1:
         num_epochs = p.num_epochs
 
@@ -223,7 +221,7 @@ def _cpu_seconds() -> float:
     """CPU time of this process (all threads) and of its live child processes (workers)."""
     total = time.process_time()
     try:
-        import psutil
+        import psutil  # optional: without it, only this process's CPU time counts
     except ImportError:
         return total
     for child in psutil.Process().children(recursive=True):
@@ -242,8 +240,6 @@ def pipeline_throughput(config, workdir: str | os.PathLike, num_batches: int) ->
     Per core = that audio divided by the CPU seconds the pipeline used (this process's
     threads plus its worker processes), so it is independent of how many cores ran.
     """
-    from data_pipelines import corpus
-
     tokenizer = corpus.build_tokenizer(config, corpus.tokenizer_path(config, workdir))
     ds = make_dataset(config, "train", tokenizer, seed=config.seed, workdir=workdir)
     iterator = iter(ds)

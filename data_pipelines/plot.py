@@ -44,9 +44,9 @@ def _title(events: dict) -> str:
 def plot_block_sequence(record, piece_of, path: str | Path, *, sample_rate: int,
                         title: str = "") -> Path:
     """Writes a PNG timeline of `record` (unbatched) to `path`; `piece_of(id) -> str`."""
-    import matplotlib
+    import matplotlib  # slow to import, only pictures need it
 
-    matplotlib.use("Agg")
+    matplotlib.use("Agg")  # before pyplot: no display
     import matplotlib.pyplot as plt
 
     num_real = int(record["block_mask"].sum())
@@ -96,7 +96,7 @@ def plot_block_sequence(record, piece_of, path: str | Path, *, sample_rate: int,
 def save_timeline(fig, axes, duration_s: float, title: str, path: str | Path,
                   dpi: int = 100) -> Path:
     """Shared time axis and grid over `duration_s`, the title, then the PNG at `path`."""
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # slow to import, only pictures need it
 
     for a in axes:
         a.set_xlim(0, duration_s)

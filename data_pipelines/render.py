@@ -31,19 +31,20 @@ from data_pipelines import augment as augment_lib
 from data_pipelines import contract
 from data_pipelines import timeline as tl
 
+# config.data.pipeline.crop: how `render_fixed` fits a longer dialogue into K blocks.
 CROPS = ("start", "random")
 # Reference speech level for the noise SNR when a timeline has no user or third speech.
 _DEFAULT_SPEECH_RMS = 0.05
 
 _IDLE, _TEXT, _START, _END = 0, 1, 2, 3  # slot roles
-_THINK_ID = contract.STATE_TOKEN_IDS[contract.THINK]
-_SHIFT_ID = contract.STATE_TOKEN_IDS[contract.SHIFT]
-_START_ID = contract.STATE_TOKEN_IDS[contract.START_SPEAK]
-_END_ID = contract.STATE_TOKEN_IDS[contract.END_SPEAK]
 
 
 class RenderError(ValueError):
     """A Timeline that cannot be rendered; the message names the scenario and the cause."""
+
+
+class PromptError(RenderError):
+    """A prompt that does not fit in prompt_len tokens; the message names where it is from."""
 
 
 def natural_num_blocks(timeline: tl.Timeline, timing: contract.TimingRules) -> int:
@@ -55,8 +56,8 @@ def natural_num_blocks(timeline: tl.Timeline, timing: contract.TimingRules) -> i
 class _Grid:
     """Slot roles and text ids of one timeline, before a thinking variant maps them."""
 
-    role_P: np.ndarray  # int8, one of the slot roles
-    text_P: np.ndarray  # int32 text id where role is _TEXT
+    role_T: np.ndarray  # int8, one of the slot roles
+    text_T: np.ndarray  # int32 text id where role is _TEXT
     speaking_K: np.ndarray  # bool
     tokens_per_block: int
 
@@ -73,8 +74,8 @@ class _Grid:
     def first_free_run(self, start: int, length: int) -> int | None:
         """The first slot >= start that begins `length` free slots, or None."""
         pos = start
-        while pos + length <= self.role_P.size:
-            busy = np.flatnonzero(self.role_P[pos:pos + length] != _IDLE)
+        while pos + length <= self.role_T.size:
+            busy = np.flatnonzero(self.role_T[pos:pos + length] != _IDLE)
             if busy.size == 0:
                 return pos
             pos += int(busy[-1]) + 1
@@ -105,17 +106,17 @@ def _place_speech_turn(turn: tl.AssistantTurn, text_ids: list[int], grid: _Grid,
         end = stop
         info.update(cut=True)
     last = min(end, num_blocks)  # speaking blocks are [d, last)
-    end_slot = min(end * n + 1, grid.role_P.size)  # through the end transition, if it fits
-    if grid.speaking_K[d:last].any() or (grid.role_P[d * n:end_slot] != _IDLE).any():
+    end_slot = min(end * n + 1, grid.role_T.size)  # through the end transition, if it fits
+    if grid.speaking_K[d:last].any() or (grid.role_T[d * n:end_slot] != _IDLE).any():
         raise RenderError(f"{where}: SPEAK turn {turn.text[:40]!r} (blocks {d}..{end}) "
                           "overlaps an earlier turn")
-    grid.role_P[d * n] = _START
+    grid.role_T[d * n] = _START
     text_slots = d * n + 1 + np.arange(num_text)
     kept = text_slots < last * n
-    grid.role_P[text_slots[kept]] = _TEXT
-    grid.text_P[text_slots[kept]] = np.asarray(text_ids, np.int32)[kept]
+    grid.role_T[text_slots[kept]] = _TEXT
+    grid.text_T[text_slots[kept]] = np.asarray(text_ids, np.int32)[kept]
     if end < num_blocks:
-        grid.role_P[end * n] = _END
+        grid.role_T[end * n] = _END
     grid.speaking_K[d:last] = True
     if speech_start < last:
         num_samples = min(turn.audio.size, (last - speech_start) * samples_per_block)
@@ -143,8 +144,8 @@ def _place_transcript(turn: tl.AssistantTurn, tokenizer, grid: _Grid, cursor: in
                     f"{where}: TRANSCRIBE word {word.word!r} (ends at {word.end_s:.3f}s) "
                     f"cannot be placed before the end of the timeline ({grid.num_blocks} "
                     "blocks)")
-            grid.role_P[pos:pos + len(ids)] = _TEXT
-            grid.text_P[pos:pos + len(ids)] = ids
+            grid.role_T[pos:pos + len(ids)] = _TEXT
+            grid.text_T[pos:pos + len(ids)] = ids
             cursor = pos + len(ids)
             word_blocks.append(pos // n)
     if not word_blocks:
@@ -155,22 +156,22 @@ def _place_transcript(turn: tl.AssistantTurn, tokenizer, grid: _Grid, cursor: in
 
 def _token_streams(grid: _Grid, thinking: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(tokens, labels, label_kind), each K x N, for one thinking variant."""
-    role, n = grid.role_P, grid.tokens_per_block
+    role, n = grid.role_T, grid.tokens_per_block
     text, transition = role == _TEXT, (role == _START) | (role == _END)
-    emitted = np.where(text, grid.text_P, _THINK_ID).astype(np.int32)
+    emitted = np.where(text, grid.text_T, contract.THINK_ID).astype(np.int32)
     kind = np.where(text, contract.LabelKind.TEXT, contract.LabelKind.THINK).astype(np.int8)
     if thinking == "explicit":
-        emitted[transition] = _SHIFT_ID
+        emitted[transition] = contract.SHIFT_ID
         kind[transition] = contract.LabelKind.SHIFT
         labels = emitted
     elif thinking == "negative_ce":
-        emitted[role == _START] = _START_ID
-        emitted[role == _END] = _END_ID
+        emitted[role == _START] = contract.START_SPEAK_ID
+        emitted[role == _END] = contract.END_SPEAK_ID
         kind[role == _START] = contract.LabelKind.START
         kind[role == _END] = contract.LabelKind.END
         # Idle slots emit nothing; their label is the transition of the current state.
-        speaking_P = np.repeat(grid.speaking_K, n)
-        idle_label = np.where(speaking_P, _END_ID, _START_ID)
+        speaking_T = np.repeat(grid.speaking_K, n)
+        idle_label = np.where(speaking_T, contract.END_SPEAK_ID, contract.START_SPEAK_ID)
         labels = np.where(role == _IDLE, idle_label, emitted).astype(np.int32)
     elif thinking == "implicit":
         labels = emitted  # transitions are idle slots: the speak head carries the state
@@ -208,14 +209,20 @@ def _echo_settings(timeline: tl.Timeline, augment: augment_lib.AugmentConfig | N
     return gain, delay_s, True
 
 
-def _prompt(timeline: tl.Timeline, tokenizer, prompt_len: int, where: str):
-    ids = tokenizer.encode(timeline.prompt) if timeline.prompt.strip() else []
+def encode_prompt(tokenizer, text: str, prompt_len: int, where: str = "prompt"
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """The prompt layout of `contract.FIELDS`: (prompt_tokens_P int32, prompt_mask_P bool),
+    the text's ids first, then PAD up to `prompt_len`; a blank text is all padding.
+
+    Raises PromptError naming `where` when the text has more than `prompt_len` tokens.
+    """
+    ids = tokenizer.encode(text) if text.strip() else []
     if len(ids) > prompt_len:
-        raise RenderError(f"{where}: prompt has {len(ids)} tokens, more than prompt_len="
-                          f"{prompt_len}: {timeline.prompt[:60]!r}")
-    prompt_tokens = np.full(prompt_len, contract.PAD_ID, np.int32)
-    prompt_tokens[:len(ids)] = ids
-    return prompt_tokens, np.arange(prompt_len) < len(ids)
+        raise PromptError(f"{where}: prompt has {len(ids)} tokens, more than prompt_len="
+                          f"{prompt_len}: {text[:60]!r}")
+    tokens_P = np.full(prompt_len, contract.PAD_ID, np.int32)
+    tokens_P[:len(ids)] = ids
+    return tokens_P, np.arange(prompt_len) < len(ids)
 
 
 def render(timeline: tl.Timeline, *, dims: contract.Dims, timing: contract.TimingRules,
@@ -272,7 +279,7 @@ def render(timeline: tl.Timeline, *, dims: contract.Dims, timing: contract.Timin
             env_T, speech_rms, augment, timeline.sample_rate, rng)
     env_T, env_scale = augment_lib.limit_peak(env_T)
 
-    prompt_tokens, prompt_mask = _prompt(timeline, tokenizer, dims.prompt_len, where)
+    prompt_tokens, prompt_mask = encode_prompt(tokenizer, timeline.prompt, dims.prompt_len, where)
     shape = (num_blocks, samples_per_block)
     record = dict(
         env_audio=env_T.reshape(shape), asst_audio=played_T.reshape(shape),

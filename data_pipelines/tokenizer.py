@@ -28,6 +28,8 @@ _PUNCTUATION = re.compile(r"[^\w\s']|_")
 _LOOSE_APOSTROPHE = re.compile(r"(?<!\w)'|'(?!\w)")
 _SPACES = re.compile(r"\s+")
 _WORD_START = "\u2581"  # sentencepiece's word-boundary marker
+# config.data.tokenizer.model_type: the sentencepiece model types `train_tokenizer` supports.
+TOKENIZER_TYPES = ("unigram", "bpe", "word")
 
 
 class TokenizerError(ValueError):
@@ -135,7 +137,7 @@ class Tokenizer:
 
 def _drop_pieces(model_proto: bytes, drop: Sequence[str]) -> bytes:
     """The model without the given pieces (the word model adds '▁<think>' copies of symbols)."""
-    from sentencepiece import sentencepiece_model_pb2
+    from sentencepiece import sentencepiece_model_pb2  # protobuf: only the word model
 
     model = sentencepiece_model_pb2.ModelProto()
     model.ParseFromString(model_proto)
@@ -153,6 +155,9 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, model_type: str,
     labels (normalized) encode without unknown characters. A corpus too small for
     `vocab_size` gives a smaller vocabulary (see `Tokenizer.vocab_size`).
     """
+    if model_type not in TOKENIZER_TYPES:
+        raise TokenizerError(f"train_tokenizer: model_type {model_type!r} is not one of "
+                             f"{list(TOKENIZER_TYPES)}")
     corpus = []
     for text in texts:
         corpus.extend({text.strip(), normalize(text)} - {""})

@@ -15,8 +15,16 @@ import json
 import time
 from pathlib import Path
 
+import jax
 from absl import app, flags
+from jax.experimental import multihost_utils
 from ml_collections import config_flags
+
+from data_pipelines import corpus, pipeline
+from omni_jax import configuration
+from omni_jax.evaluation import suites as eval_suites
+from omni_jax.train import distributed
+from omni_jax.train.trainer import Trainer
 
 FLAGS = flags.FLAGS
 
@@ -32,11 +40,6 @@ def define_flags():
 
 def prepare_data(config, workdir: Path):
     """Tokenizer and corpus under `workdir` (built once, by process 0)."""
-    import jax
-    from jax.experimental import multihost_utils
-
-    from data_pipelines import corpus
-
     if jax.process_index() == 0:
         corpus.build_tokenizer(config, corpus.tokenizer_path(config, workdir))
         corpus.ensure_corpus(config, workdir)
@@ -47,10 +50,6 @@ def prepare_data(config, workdir: Path):
 
 def evaluate(trainer, config, workdir: Path, tokenizer, params) -> dict:
     """Loss parts on the whole evaluation split (held-out voices, no random augmentation)."""
-    import jax
-
-    from data_pipelines import pipeline
-
     if not config.data.eval_dialogues:
         return {}
     dataset = pipeline.make_dataset(
@@ -68,9 +67,7 @@ def evaluate(trainer, config, workdir: Path, tokenizer, params) -> dict:
 def run_suites(trainer, config, workdir: Path, tokenizer, params, step: int) -> dict:
     """The evaluation suites (`omni_jax.evaluation.suites`) on the held-out voices; pictures,
     wavs and per-case results under DIR/eval/step_N/."""
-    from omni_jax.evaluation import suites
-
-    return suites.run_suites(trainer.model, params, config, tokenizer,
+    return eval_suites.run_suites(trainer.model, params, config, tokenizer,
                              out_dir=workdir / "eval" / f"step_{step}", workdir=workdir)
 
 
@@ -107,13 +104,6 @@ def write_report(workdir: Path, config, step: int, train_parts: dict, eval_parts
 
 
 def run(config, workdir: str, mode: str = "train") -> dict:
-    import jax
-
-    from data_pipelines import pipeline
-    from omni_jax import configuration
-    from omni_jax.train import distributed
-    from omni_jax.train.trainer import Trainer
-
     distributed.maybe_initialize(config)
     configuration.validate(config, num_devices=jax.device_count())
     workdir = Path(workdir)

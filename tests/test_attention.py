@@ -14,8 +14,8 @@ def normal(*shape):
     return RNG.standard_normal(shape).astype(np.float32)
 
 
-def empty_cache(*shape_BxSxGxK):
-    return {"k": np.zeros(shape_BxSxGxK, np.float32), "v": np.zeros(shape_BxSxGxK, np.float32)}
+def empty_cache(*shape_BxCxGxQ):
+    return {"k": np.zeros(shape_BxCxGxQ, np.float32), "v": np.zeros(shape_BxCxGxQ, np.float32)}
 
 
 def test_masks():
@@ -31,12 +31,12 @@ def test_masks():
 
 
 def test_rope_depends_only_on_offset():
-    q_1x1x1xK, k_1x1x1xK = normal(2, 1, 1, 1, 16)
+    q_1x1x1xQ, k_1x1x1xQ = normal(2, 1, 1, 1, 16)
 
     @jax.jit
     def score(m, n):
-        rq = attention.rope(q_1x1x1xK, jnp.array([[m]]), 10000.0)
-        rk = attention.rope(k_1x1x1xK, jnp.array([[n]]), 10000.0)
+        rq = attention.rope(q_1x1x1xQ, jnp.array([[m]]), 10000.0)
+        rk = attention.rope(k_1x1x1xQ, jnp.array([[n]]), 10000.0)
         return jnp.sum(rq * rk)
 
     for m, n in [(0, 0), (5, 2), (3, 9), (100, 37)]:
@@ -44,25 +44,25 @@ def test_rope_depends_only_on_offset():
             np.testing.assert_allclose(score(m + shift, n + shift), score(m, n), rtol=1e-4,
                                        atol=1e-4)
     assert abs(score(5, 2) - score(5, 3)) > 1e-3  # it does depend on the offset
-    rotated = attention.rope(q_1x1x1xK, jnp.array([[7]]), 10000.0)
-    np.testing.assert_allclose(jnp.linalg.norm(rotated), jnp.linalg.norm(q_1x1x1xK), rtol=1e-5)
+    rotated = attention.rope(q_1x1x1xQ, jnp.array([[7]]), 10000.0)
+    np.testing.assert_allclose(jnp.linalg.norm(rotated), jnp.linalg.norm(q_1x1x1xQ), rtol=1e-5)
 
 
 def test_grouped_query_attention_matches_repeated_heads():
     b, t, s, h, g, k = 2, 5, 7, 6, 2, 8
-    q_BxTxHxK, (k_BxSxGxK, v_BxSxGxK) = normal(b, t, h, k), normal(2, b, s, g, k)
-    mask_BxTxS = RNG.random((b, t, s)) < 0.6
-    mask_BxTxS[:, :, 0] = True
-    out = jax.jit(attention.attend)(q_BxTxHxK, k_BxSxGxK, v_BxSxGxK, mask_BxTxS)
+    q_BxTxHxQ, (k_BxCxGxQ, v_BxCxGxQ) = normal(b, t, h, k), normal(2, b, s, g, k)
+    mask_BxTxC = RNG.random((b, t, s)) < 0.6
+    mask_BxTxC[:, :, 0] = True
+    out = jax.jit(attention.attend)(q_BxTxHxQ, k_BxCxGxQ, v_BxCxGxQ, mask_BxTxC)
 
     # Reference: every query head h reads kv head h // (H / G), keys repeated explicitly.
-    k_BxSxHxK = np.repeat(np.asarray(k_BxSxGxK), h // g, axis=2)
-    v_BxSxHxK = np.repeat(np.asarray(v_BxSxGxK), h // g, axis=2)
-    logits = np.einsum("bthk,bshk->bhts", q_BxTxHxK, k_BxSxHxK) / np.sqrt(k)
-    logits = np.where(mask_BxTxS[:, None], logits, -np.inf)
+    k_BxCxHxQ = np.repeat(np.asarray(k_BxCxGxQ), h // g, axis=2)
+    v_BxCxHxQ = np.repeat(np.asarray(v_BxCxGxQ), h // g, axis=2)
+    logits = np.einsum("bthk,bshk->bhts", q_BxTxHxQ, k_BxCxHxQ) / np.sqrt(k)
+    logits = np.where(mask_BxTxC[:, None], logits, -np.inf)
     probs = np.exp(logits - logits.max(-1, keepdims=True))
     probs /= probs.sum(-1, keepdims=True)
-    expected = np.einsum("bhts,bshk->bthk", probs, v_BxSxHxK)
+    expected = np.einsum("bhts,bshk->bthk", probs, v_BxCxHxQ)
     np.testing.assert_allclose(out, expected, atol=1e-5)
 
 
@@ -86,8 +86,8 @@ def test_cached_self_attention_matches_parallel():
 
     @jax.jit
     def step(x_BxLxD, positions_BxL, cache, index):
-        mask_1xLxS = attention.cached_mask(index, x_BxLxD.shape[1], slots)
-        return layer.apply(params, x_BxLxD, positions_BxL, mask_1xLxS, cache, index)
+        mask_1xLxC = attention.cached_mask(index, x_BxLxD.shape[1], slots)
+        return layer.apply(params, x_BxLxD, positions_BxL, mask_1xLxC, cache, index)
 
     cache = empty_cache(b, slots, 2, 8)
     outputs, start = [], 0
@@ -103,22 +103,22 @@ def test_cached_self_attention_matches_parallel():
 def test_cached_cross_attention_matches_parallel():
     layer = attention.CrossAttention(num_heads=4, num_kv_heads=1, head_dim=8)
     b, blocks, per_block, slots = 2, 3, 2, 4
-    x_BxTxD, memory_BxMxE = normal(b, blocks * per_block, 32), normal(b, blocks, 12)
+    x_BxTxD, memory_BxUxE = normal(b, blocks * per_block, 32), normal(b, blocks, 12)
     block_T = np.arange(blocks * per_block) // per_block
-    mask_1xTxM = (np.arange(blocks)[None, :] <= block_T[:, None])[None]
-    params = jax.jit(layer.init)(KEY, x_BxTxD, memory_BxMxE, mask_1xTxM)
-    expected, _ = jax.jit(layer.apply)(params, x_BxTxD, memory_BxMxE, mask_1xTxM)
+    mask_1xTxU = (np.arange(blocks)[None, :] <= block_T[:, None])[None]
+    params = jax.jit(layer.init)(KEY, x_BxTxD, memory_BxUxE, mask_1xTxU)
+    expected, _ = jax.jit(layer.apply)(params, x_BxTxD, memory_BxUxE, mask_1xTxU)
     apply = jax.jit(layer.apply)
 
     cache = empty_cache(b, slots, 1, 8)
     outputs = []
     for i in range(blocks):  # the memory grows by one entry per block
-        mask_1x1xM = (np.arange(slots) <= i)[None, None]
+        mask_1x1xU = (np.arange(slots) <= i)[None, None]
         y, cache = apply(params, x_BxTxD[:, i * per_block:(i + 1) * per_block],
-                         memory_BxMxE[:, i:i + 1], mask_1x1xM, cache, i)
+                         memory_BxUxE[:, i:i + 1], mask_1x1xU, cache, i)
         outputs.append(y)
     np.testing.assert_allclose(np.concatenate(outputs, axis=1), expected, atol=1e-5)
     # Without new memory the cached keys are reused as they are.
-    y, same = apply(params, x_BxTxD[:, -1:], None, mask_1x1xM, cache, blocks)
+    y, same = apply(params, x_BxTxD[:, -1:], None, mask_1x1xU, cache, blocks)
     np.testing.assert_allclose(y, expected[:, -1:], atol=1e-5)
     jax.tree.map(np.testing.assert_array_equal, same, cache)

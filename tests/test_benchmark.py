@@ -11,7 +11,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def test_pipeline_benchmark_prints_json(tmp_path):
-    cmd = [sys.executable, "-m", "omni_jax.benchmark", "--config=configs/tiny.py",
+    cmd = [sys.executable, "-m", "omni_jax.benchmarks", "--config=configs/tiny.py",
            "--what=pipeline", f"--workdir={tmp_path}", "--batches=3",
            "--config.data.train_dialogues=12", "--config.data.eval_dialogues=4"]
     done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
@@ -24,9 +24,9 @@ def test_pipeline_benchmark_prints_json(tmp_path):
 
 def test_paper_size_parameter_counts_without_allocation():
     from configs import salmonn_omni_8b
-    from omni_jax import benchmark
+    from omni_jax.benchmarks import params
 
-    counts = benchmark.bench_params(salmonn_omni_8b.get_config())
+    counts = params.run(salmonn_omni_8b.get_config())
     base_llm = counts["llm"] - counts["lora"]
     assert abs(base_llm - 8.03e9) / 8.03e9 < 0.02  # Llama-3-8B
     assert 0.6e9 < counts["encoder"] < 1.0e9  # 32-layer d=2048 Mamba
@@ -38,17 +38,17 @@ def test_paper_size_parameter_counts_without_allocation():
 @pytest.mark.slow  # ~1 min: the real-time search compiles the step at several batch sizes
 def test_step_and_train_forms_benchmarks_report_their_keys():
     from configs import tiny
-    from omni_jax import benchmark
+    from omni_jax.benchmarks import step, train_forms
 
     config = tiny.get_config()
     config.data.num_blocks = 2
     config.data.prompt_len = 4
     config.model.encoder.num_layers = config.model.llm.num_layers = 1
     config.model.synth.num_layers = 1
-    step = benchmark.bench_step(config, batch=1, repeats=5)
-    assert step["p99_ms"] >= step["p50_ms"] > 0
-    assert step["rtf"] == step["p50_ms"] / 80
-    forms = benchmark.bench_train_forms(config, batch=1, repeats=1)
+    result = step.run(config, batch=1, repeats=5)
+    assert result["p99_ms"] >= result["p50_ms"] > 0
+    assert result["rtf"] == result["p50_ms"] / 80
+    forms = train_forms.run(config, batch=1, repeats=1)
     assert forms["scan_ms"] > 0 and forms["parallel_ms"] > 0
 
 
@@ -65,10 +65,24 @@ def _run_benchmark(args, devices=None):
 
     env = runner.env(devices)
     env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} {_FAST_XLA}".strip()
-    cmd = [sys.executable, "-m", "omni_jax.benchmark", "--config=configs/tiny.py", *args]
+    cmd = [sys.executable, "-m", "omni_jax.benchmarks", "--config=configs/tiny.py", *args]
     done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_devices_flag_takes_effect_after_every_benchmark_module_is_imported():
+    # The command line imports every benchmark module (and so JAX and the project) before
+    # it reads --devices: none of those imports may start JAX's backend.
+    from helpers import runner
+
+    code = ("from omni_jax.benchmarks import __main__, common\n"
+            "common.force_host_devices(['--devices=3'])\n"
+            "print(len(common.benchmark_devices(3)))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=runner.env(),
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split() == ["3"]
 
 
 def test_compile_check_on_8_fake_devices_reports_memory_and_replicated_params():
@@ -110,7 +124,7 @@ def test_train_run_reports_throughput_and_mfu():
 
 def test_llm_flops_equal_a_hand_count():
     from configs import tiny
-    from omni_jax import flops
+    from omni_jax.benchmarks import flops
 
     config = tiny.get_config()
     config.data.prompt_len, config.data.num_blocks = 2, 3  # T = 2 + 3 x 3 = 11 positions
@@ -138,7 +152,7 @@ def test_hlo_flop_count_multiplies_loop_bodies_by_their_trip_counts():
     import jax
     import jax.numpy as jnp
 
-    from omni_jax import flops
+    from omni_jax.benchmarks import flops
 
     def loss(w_LxDxD, x_BxD):
         x_BxD, _ = jax.lax.scan(lambda x, w: (jnp.tanh(x @ w), None), x_BxD, w_LxDxD)
@@ -153,7 +167,7 @@ def test_hlo_flop_count_multiplies_loop_bodies_by_their_trip_counts():
 
 
 def test_vendor_peaks():
-    from omni_jax import flops
+    from omni_jax.benchmarks import flops
 
     assert flops.vendor_peak_flops("NVIDIA H100 80GB HBM3") == 989e12
     assert flops.vendor_peak_flops("NVIDIA H200") == 989e12
@@ -166,7 +180,7 @@ def test_vendor_peaks():
 
 
 def test_realtime_stream_search_finds_the_largest_fast_batch():
-    from omni_jax import benchmark
+    from omni_jax.benchmarks import step
 
     calls = []
 
@@ -174,15 +188,15 @@ def test_realtime_stream_search_finds_the_largest_fast_batch():
         calls.append(batch)
         return 0.002 + 0.001 * batch
 
-    found = benchmark.realtime_streams(linear, budget_s=0.080, max_batch=4096)
+    found = step.realtime_streams(linear, budget_s=0.080, max_batch=4096)
     assert found["streams"] == 78 and found["step_s"] == pytest.approx(0.080)
     assert len(calls) == len(set(calls)) <= 16  # doubling to 128, then bisecting 64..128
     assert calls[:8] == [1, 2, 4, 8, 16, 32, 64, 128]
     # Batch 1 already too slow; the cap reached before the budget; an exact boundary.
-    assert benchmark.realtime_streams(lambda b: 0.1, 0.08, 64)["streams"] == 0
-    assert benchmark.realtime_streams(lambda b: 1e-3 * b, 0.08, 50)["streams"] == 50
-    assert benchmark.realtime_streams(lambda b: 0.01 * b, 0.08, 1000)["streams"] == 8
-    assert benchmark.realtime_streams(lambda b: 0.01 * (b > 33), 0.005, 1000)["streams"] == 33
+    assert step.realtime_streams(lambda b: 0.1, 0.08, 64)["streams"] == 0
+    assert step.realtime_streams(lambda b: 1e-3 * b, 0.08, 50)["streams"] == 50
+    assert step.realtime_streams(lambda b: 0.01 * b, 0.08, 1000)["streams"] == 8
+    assert step.realtime_streams(lambda b: 0.01 * (b > 33), 0.005, 1000)["streams"] == 33
 
 
 def test_per_part_remat_policies_default_to_the_global_one():

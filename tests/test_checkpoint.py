@@ -1,5 +1,6 @@
 """Checkpointer: round trip with the Grain iterator, retention, async saves, fallback past
-corrupted steps, restore onto another mesh (8 fake devices, in a subprocess), SIGTERM."""
+corrupted steps, params-only restores for serving, restore onto another mesh (8 fake
+devices, in a subprocess), SIGTERM."""
 
 import logging
 import os
@@ -146,6 +147,81 @@ def test_no_readable_checkpoint_raises_naming_directory(tmp_path):
         _delete_metadata(tmp_path / "bad" / str(step))
     with pytest.raises(CheckpointError, match=str(tmp_path / "bad")):
         ckpt.restore(abstract_state=_state(0))
+
+
+def _on_one_device(tree):
+    sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),
+                        tree)
+
+
+def test_restore_params_reads_the_params_alone(tmp_path):
+    _save_steps(tmp_path, [1, 2], iterator=iter(_dataset())).close()
+    files = sorted(tmp_path.rglob("*"))
+    reader = Checkpointer(tmp_path, read_only=True)
+    target = _on_one_device(_state(0)["params"])
+    params = reader.restore_params(target)
+    assert reader.restored_step == 2
+    _assert_bitwise(params, _state(2)["params"])  # the params tree, not the whole state
+    assert {x.sharding for x in jax.tree.leaves(params)} == {
+        jax.sharding.SingleDeviceSharding(jax.devices()[0])}
+    _assert_bitwise(reader.restore_params(target, step=1), _state(1)["params"])
+    assert reader.restored_step == 1
+    # Plain arrays as the target: the first device.
+    _assert_bitwise(reader.restore_params(_state(0)["params"]), _state(2)["params"])
+    with pytest.raises(CheckpointError, match="read-only"):
+        reader.save(3, _state(3), force=True)
+    reader.close()
+    assert sorted(tmp_path.rglob("*")) == files  # reading wrote nothing
+
+
+def test_restore_params_then_restore_on_one_checkpointer(tmp_path):
+    ckpt = _save_steps(tmp_path, [1])
+    _assert_bitwise(ckpt.restore_params(_state(0)["params"]), _state(1)["params"])
+    _assert_bitwise(ckpt.restore(abstract_state=_state(0)), _state(1))
+    assert ckpt.save(2, _state(2))
+    ckpt.close()
+
+
+def _delete_array_index(step_dir: Path):
+    (step_dir / "state" / "manifest.ocdbt").unlink()
+
+
+# (A missing state/_METADATA alone does not stop a params-only read: Orbax finds the arrays
+# through the OCDBT index, and they are the saved ones.)
+@pytest.mark.parametrize("corrupt", [_truncate_data, _delete_array_index])
+def test_restore_params_falls_back(tmp_path, caplog, corrupt):
+    _save_steps(tmp_path, [1, 2, 3]).close()
+    corrupt(tmp_path / "3")
+    reader = Checkpointer(tmp_path, read_only=True)
+    with caplog.at_level(logging.WARNING):
+        params = reader.restore_params(_on_one_device(_state(0)["params"]))
+    assert "step 3" in caplog.text and str(tmp_path) in caplog.text
+    assert reader.restored_step == 2
+    _assert_bitwise(params, _state(2)["params"])
+    assert (tmp_path / "corrupt" / "3").is_dir() and reader.all_steps() == [1, 2]
+    reader.close()
+
+
+def test_restore_params_does_not_read_the_iterator(tmp_path):
+    _save_steps(tmp_path, [1, 2], iterator=iter(_dataset())).close()
+    _garble_iterator_state(tmp_path / "2")
+    reader = Checkpointer(tmp_path, read_only=True)
+    _assert_bitwise(reader.restore_params(_state(0)["params"]), _state(2)["params"])
+    assert reader.restored_step == 2 and not (tmp_path / "corrupt").exists()
+    reader.close()
+
+
+def test_read_only_creates_nothing(tmp_path):
+    reader = Checkpointer(tmp_path / "missing", read_only=True)
+    with pytest.raises(CheckpointError, match="missing"):
+        reader.restore_params(_state(0)["params"])
+    reader.close()
+    assert not (tmp_path / "missing").exists()
+    _save_steps(tmp_path / "bad", [1]).close()
+    _delete_array_index(tmp_path / "bad" / "1")
+    with pytest.raises(CheckpointError, match=str(tmp_path / "bad")):
+        Checkpointer(tmp_path / "bad", read_only=True).restore_params(_state(0)["params"])
 
 
 def test_from_config(tmp_path):

@@ -4,7 +4,10 @@ import pytest
 
 from configs import default, tiny
 from omni_jax import configuration
+from data_pipelines import contract
 from omni_jax.configuration import ConfigError
+from omni_jax.models import encoder, layers, llm, mamba, pretrained
+from omni_jax.train import losses, sharding
 
 
 def test_default_and_tiny_are_valid():
@@ -71,15 +74,15 @@ def test_impossible_settings_name_the_field(mutate, field):
 def test_mesh_resolution_and_mismatch():
     config = tiny.get_config()
     config.mesh.data, config.mesh.fsdp, config.mesh.tensor = -1, 2, 2
-    assert configuration.mesh_shape(config, 8) == {"data": 2, "fsdp": 2, "tensor": 2}
+    assert sharding.mesh_shape(config, 8) == {"data": 2, "fsdp": 2, "tensor": 2}
     with pytest.raises(ConfigError, match="config.mesh.data"):
-        configuration.mesh_shape(config, 6)
+        sharding.mesh_shape(config, 6)
     config.mesh.data = 4
     with pytest.raises(ConfigError, match="need 16 devices, but 8 exist"):
         configuration.validate(config, num_devices=8)
     config.mesh.data, config.mesh.fsdp = -1, -1
     with pytest.raises(ConfigError, match="only one mesh axis may be -1"):
-        configuration.mesh_shape(config, 8)
+        sharding.mesh_shape(config, 8)
     config.mesh.data, config.mesh.fsdp, config.mesh.tensor = 3, 1, 1
     config.data.pipeline.batch_size = 8
     with pytest.raises(ConfigError, match="config.data.pipeline.batch_size"):
@@ -89,6 +92,40 @@ def test_mesh_resolution_and_mismatch():
 def test_timing_rules_come_from_config():
     config = tiny.get_config()
     config.data.timing.response_delay_blocks = 3
-    rules = configuration.timing_rules(config)
+    rules = contract.TimingRules.from_config(config)
     assert rules.response_delay_blocks == 3 and rules.block_ms == 80
     assert rules.heard(0.159) == 1 and rules.heard(0.16) == 2
+
+
+def test_config_without_eval_section_is_named():
+    config = tiny.get_config()
+    del config["eval"]
+    with pytest.raises(ConfigError, match=r"config\.eval\.\w+: missing"):
+        configuration.validate(config)
+
+
+@pytest.mark.parametrize("field,allowed", [
+    ("model.fusion", llm.FUSIONS), ("model.dtype", layers.DTYPES),
+    ("model.remat", layers.REMAT_POLICIES), ("model.encoder.kind", encoder.ENCODER_KINDS),
+    ("model.encoder.scan", mamba.MAMBA_SCANS), ("model.thinking", contract.THINKING_VARIANTS),
+    ("loss.think_form", losses.THINK_FORMS),
+    ("model.llm.pretrained_vocab", pretrained.VOCAB_POLICIES)])
+def test_allowed_values_are_the_owners(field, allowed):
+    """Every value the implementing module knows validates; the error lists exactly those."""
+    *parents, leaf = field.split(".")
+
+    def with_value(value):
+        config = tiny.get_config()
+        node = config
+        for part in parents:
+            node = node[part]
+        node[leaf] = value
+        if field == "model.thinking" and value == "negative_ce":
+            config.loss.lambda_think = -0.1
+        return config
+
+    for value in allowed:
+        configuration.validate(with_value(value))
+    with pytest.raises(ConfigError, match=f"config.{field}") as error:
+        configuration.validate(with_value("nope"))
+    assert str(list(allowed)) in str(error.value)

@@ -7,8 +7,7 @@ from data_pipelines import contract
 from data_pipelines.contract import ContractError, LabelKind
 
 DIMS = contract.Dims(num_blocks=6, samples_per_block=4, tokens_per_block=1, prompt_len=3)
-THINK_ID = contract.STATE_TOKEN_IDS[contract.THINK]
-SHIFT_ID = contract.STATE_TOKEN_IDS[contract.SHIFT]
+THINK_ID, SHIFT_ID = contract.THINK_ID, contract.SHIFT_ID
 
 
 def _record():
@@ -91,3 +90,12 @@ def test_samples_per_block():
     assert contract.samples_per_block(16000, 80) == 1280
     with pytest.raises(ContractError, match="not a whole number"):
         contract.samples_per_block(22050, 30)
+
+
+def test_token_ids_have_one_layout():
+    """Control ids, then state ids in STATE_TOKENS order, then text from FIRST_TEXT_ID."""
+    assert list(contract.CONTROL_TOKEN_IDS.values()) == [0, 1, 2, 3]
+    state = [contract.THINK_ID, contract.SHIFT_ID, contract.START_SPEAK_ID,
+             contract.END_SPEAK_ID]
+    assert state == [contract.STATE_TOKEN_IDS[t] for t in contract.STATE_TOKENS] == [4, 5, 6, 7]
+    assert contract.FIRST_TEXT_ID == 8

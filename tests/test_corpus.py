@@ -4,10 +4,9 @@ import numpy as np
 import pytest
 
 from configs import tiny
-from data_pipelines import contract, corpus, render, scenarios, sources, tokenizer
-from data_pipelines.sources import embedded
+from data_pipelines import contract, corpus, generation, render, scenarios, tokenizer
+from data_pipelines.sources import embedded, timelines
 from data_pipelines.timeline import USER
-from omni_jax.configuration import timing_rules
 
 TRAIN, EVAL = 16, 8
 
@@ -40,13 +39,13 @@ def _content(timeline):
 
 def test_generation_is_deterministic_per_dialogue():
     config = small_config()
-    stream = list(corpus.generate_dialogues(config, "train", 4, seed=0))
+    stream = list(generation.generate_dialogues(config, "train", 4, seed=0))
     assert [key for key, _ in stream] == [0, 1, 2, 3]
-    (key, alone), = corpus.generate_dialogues(config, "train", 1, seed=0, start=2)
+    (key, alone), = generation.generate_dialogues(config, "train", 1, seed=0, start=2)
     assert key == 2 and _content(alone) == _content(stream[2][1])
-    other = [_content(t) for _, t in corpus.generate_dialogues(config, "train", 4, seed=1)]
+    other = [_content(t) for _, t in generation.generate_dialogues(config, "train", 4, seed=1)]
     assert other != [_content(t) for _, t in stream]
-    held_out = [_content(t) for _, t in corpus.generate_dialogues(config, "eval", 4, seed=0)]
+    held_out = [_content(t) for _, t in generation.generate_dialogues(config, "eval", 4, seed=0)]
     assert held_out != [_content(t) for _, t in stream]
 
 
@@ -62,15 +61,15 @@ def qa_breaks(monkeypatch):
 
 
 def test_raise_policy_names_dialogue_and_scenario(qa_breaks):
-    with pytest.raises(corpus.CorpusError, match=r"train dialogue \d+ \(scenario qa\).*no "
+    with pytest.raises(generation.CorpusError, match=r"train dialogue \d+ \(scenario qa\).*no "
                                                  "answer fits"):
-        list(corpus.generate_dialogues(qa_breaks, "train", 8, seed=0))
+        list(generation.generate_dialogues(qa_breaks, "train", 8, seed=0))
 
 
 def test_skip_policy_drops_and_counts(qa_breaks):
     qa_breaks.data.on_bad_sample = "skip"
-    stats = corpus.GenerationStats()
-    kept = list(corpus.generate_dialogues(qa_breaks, "train", 8, seed=0, stats=stats))
+    stats = generation.GenerationStats()
+    kept = list(generation.generate_dialogues(qa_breaks, "train", 8, seed=0, stats=stats))
     assert 0 < stats.skipped < 8
     assert stats.generated == len(kept) == 8 - stats.skipped
     assert set(stats.per_scenario) == {"asr"} and all(t.scenario == "asr" for _, t in kept)
@@ -80,15 +79,16 @@ def test_skip_policy_drops_and_counts(qa_breaks):
 def test_corpus_records_render_to_valid_block_sequences(built):
     config, workdir, path, tok = built
     dims = contract.Dims.from_config(config)
-    assert path.name == "1.0.0" and path.parent.name == f"w{corpus.corpus_fingerprint(config)}"
+    timing = contract.TimingRules.from_config(config)
+    assert path.name == "1.0.0" and path.parent.name == f"w{generation.corpus_fingerprint(config)}"
     for split, count in (("train", TRAIN), ("eval", EVAL)):
-        source = sources.open_source(config, workdir, split)
+        source = timelines.open_source(config, workdir, split)
         assert len(source) == count
         assert [int(source.record(i)["key"]) for i in range(count)] == list(range(count))
         for i in range(count):
             timeline = source[i]
             record = render.render_fixed(
-                timeline, dims=dims, timing=timing_rules(config), thinking="explicit",
+                timeline, dims=dims, timing=timing, thinking="explicit",
                 tokenizer=tok, rng=np.random.default_rng(i))
             contract.validate(record, dims, vocab_size=tok.vocab_size, where=f"{split}[{i}]")
 
@@ -97,7 +97,7 @@ def test_eval_split_uses_held_out_user_voices(built):
     config, workdir, _, _ = built
 
     def user_speakers(split):
-        source = sources.open_source(config, workdir, split)
+        source = timelines.open_source(config, workdir, split)
         return {e.speaker for i in range(len(source)) for e in source[i].events
                 if e.role == USER}
 
@@ -116,12 +116,12 @@ def test_existing_corpus_is_reused(built, monkeypatch):
 
 
 def test_fingerprint_follows_generating_fields_only():
-    base = corpus.corpus_fingerprint(small_config())
+    base = generation.corpus_fingerprint(small_config())
 
     def changed(edit):
         config = small_config()
         edit(config)
-        return corpus.corpus_fingerprint(config)
+        return generation.corpus_fingerprint(config)
 
     assert changed(lambda c: None) == base
     assert changed(lambda c: c.data.pipeline.update(batch_size=16)) == base
@@ -155,9 +155,9 @@ def test_a_prepared_dataset_opens_by_tfds_name(built):
     config, workdir, path, _ = built
     by_name = small_config()
     by_name.data.source = f"tfds:embedded_world/{path.parent.name}"
-    named, embedded_source = (sources.open_source(c, workdir, "eval") for c in (by_name, config))
+    named, embedded_source = (timelines.open_source(c, workdir, "eval") for c in (by_name, config))
     assert len(named) == EVAL
     assert named[3].events_json() == embedded_source[3].events_json()
     by_name.data.source = "webdataset:x"
     with pytest.raises(ValueError, match="config.data.source"):
-        sources.open_source(by_name, workdir, "eval")
+        timelines.open_source(by_name, workdir, "eval")

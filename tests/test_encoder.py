@@ -33,9 +33,9 @@ def _encoder_and_params(kind, **fields):
     return StreamingEncoder(kind=kind, **{**TINY, **fields}), _params(kind)
 
 
-def _stream(enc, params, mel_BxTxM):
+def _stream(enc, params, mel_BxFxM):
     """Scans `step` over blocks; returns (emb_BxKxD, the state after every block)."""
-    blocks_KxBxFxM = mel_BxTxM.reshape(B, -1, enc.frames_per_block, M).swapaxes(0, 1)
+    blocks_KxBxFxM = mel_BxFxM.reshape(B, -1, enc.frames_per_block, M).swapaxes(0, 1)
 
     def step(state, mel_BxFxM):
         emb_Bx1xD, state = enc.apply(params, mel_BxFxM, state, method="step")

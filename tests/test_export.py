@@ -17,12 +17,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from data_pipelines import contract
 from data_pipelines import tokenizer as tokenizer_lib
 from data_pipelines import world
-from omni_jax import export, export_runner
 from omni_jax.duplex import engine
-from omni_jax.evaluation import checkpoint_loading
-from omni_jax.export_runner import ExportedModel, ExportError
+from omni_jax.serving import export, export_runner, runs
+from omni_jax.serving.export_runner import ExportedModel, ExportError
 from omni_jax.models.omni import DuplexModel
 from omni_jax.train.trainer import Trainer
 from tests.helpers import tiny_trainer
@@ -56,7 +56,7 @@ def run(tmp_path_factory):
     """What `load_run` returns, built directly (the checkpoint round trip, ~20 s here, is
     left to the slow end-to-end test)."""
     path = tmp_path_factory.mktemp("run")
-    config = checkpoint_loading.serving_config(tiny_trainer.get_config())
+    config = runs.serving_config(tiny_trainer.get_config())
     (path / "config.json").write_text(config.to_json_best_effort(indent=2))
     tokenizer = tokenizer_lib.train_tokenizer(
         world.all_texts(), config.data.tokenizer.vocab_size, config.data.tokenizer.model_type,
@@ -66,9 +66,9 @@ def run(tmp_path_factory):
     # any values serve to compare the export with the model.
     rng = np.random.default_rng(0)
     params = jax.tree.map(lambda x: jnp.asarray(rng.normal(0, 0.2, x.shape).astype(x.dtype)),
-                          jax.eval_shape(model.init, jax.random.key(0)))
-    return checkpoint_loading.LoadedRun(workdir=path, config=config, tokenizer=tokenizer,
-                                        params=params, step=STEP, model=model)
+                          runs.abstract_params(model, jax.devices()[0]))
+    return runs.LoadedRun(workdir=path, config=config, tokenizer=tokenizer, params=params,
+                          step=STEP, model=model)
 
 
 @pytest.fixture(scope="module")
@@ -116,6 +116,9 @@ def test_manifest_describes_the_export(run, export_dir):
     assert manifest["max_blocks"] == 25 and manifest["jax_version"] == jax.__version__
     assert len(manifest["prompt_tokens"]) == manifest["prompt_len"] == config.data.prompt_len
     assert manifest["params"][0]["name"].startswith("['params']")
+    assert manifest["token_ids"] == contract.CONTROL_TOKEN_IDS
+    assert manifest["state_token_ids"] == contract.STATE_TOKEN_IDS
+    assert manifest["first_text_id"] == contract.FIRST_TEXT_ID
     assert any("['llm']['k']" in leaf["name"] for leaf in manifest["carry"])
     step_outputs = {o["name"]: o.get("shape") for o in manifest["functions"]["step"]["outputs"]}
     assert step_outputs["logits_BxNxV"] == [BATCH, 1, config.data.tokenizer.vocab_size]
@@ -217,7 +220,8 @@ def test_runner_streams_from_a_copied_folder_without_omni_jax(run, export_dir, r
                                manifest["samples_per_block"])
     for i, item in enumerate(streams):
         assert item["tokens"] == expected_BxKxN[i, :item["num_blocks"]].tolist(), i
-        text_ids = [t for t in np.ravel(item["tokens"]) if 8 <= t < run.tokenizer.vocab_size]
+        text_ids = [t for t in np.ravel(item["tokens"])
+                    if contract.FIRST_TEXT_ID <= t < run.tokenizer.vocab_size]
         assert item["text"] == run.tokenizer.decode(text_ids)
 
 
@@ -271,10 +275,10 @@ def test_params_that_disagree_with_the_manifest(export_dir, tmp_path):
 
 
 def test_not_a_run_and_occupied_out_dir(run, tmp_path):
-    with pytest.raises(checkpoint_loading.RunLoadError, match=str(tmp_path / "nothing")):
+    with pytest.raises(runs.RunLoadError, match=str(tmp_path / "nothing")):
         export.export_run(tmp_path / "nothing", tmp_path / "out")
     (tmp_path / "empty_run").mkdir()
-    with pytest.raises(checkpoint_loading.RunLoadError, match="no config.json"):
+    with pytest.raises(runs.RunLoadError, match="no config.json"):
         export.export_run(tmp_path / "empty_run", tmp_path / "out")
     occupied = tmp_path / "occupied"
     occupied.mkdir()
@@ -289,7 +293,7 @@ def test_not_a_run_and_occupied_out_dir(run, tmp_path):
 
 def test_cli_reports_a_workdir_that_is_not_a_run(tmp_path):
     done = subprocess.run(
-        [sys.executable, "-m", "omni_jax.export", f"--workdir={tmp_path / 'nothing'}",
+        [sys.executable, "-m", "omni_jax.serving.export", f"--workdir={tmp_path / 'nothing'}",
          f"--out={tmp_path / 'out'}"],
         cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == 1
@@ -304,7 +308,7 @@ def test_end_to_end_from_a_checkpointed_run(tmp_path):
     _make_workdir(workdir)
     out = tmp_path / "export"
     done = subprocess.run(
-        [sys.executable, "-m", "omni_jax.export", f"--workdir={workdir}", f"--out={out}",
+        [sys.executable, "-m", "omni_jax.serving.export", f"--workdir={workdir}", f"--out={out}",
          "--max_seconds=2", "--platforms=cpu"],
         cwd=REPO, capture_output=True, text=True, timeout=600, check=False)
     assert done.returncode == 0, done.stderr

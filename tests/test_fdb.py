@@ -16,10 +16,10 @@ import soundfile as sf
 
 from data_pipelines import tokenizer as tokenizer_lib
 from data_pipelines import world
-from omni_jax.audio.io import AudioError
-from omni_jax.evaluation import fdb
-from omni_jax.evaluation.checkpoint_loading import (RunLoadError, config_from_json,
-                                                    load_run)
+from data_pipelines.audio_io import AudioError, AudioInfo
+from omni_jax.duplex.engine import EngineResult
+from omni_jax.serving import fdb
+from omni_jax.serving.runs import RunLoadError, config_from_json, load_run
 from omni_jax.train.trainer import Trainer
 from tests.helpers import tiny_trainer
 
@@ -109,6 +109,21 @@ def test_load_run(workdir, runner):
     assert isinstance(run.config.mesh.rules[0][1], tuple)  # ("batch", ("data", "fsdp"))
     assert isinstance(run.config.data.augment.snr_db, tuple)
     np.testing.assert_array_equal(_first_leaf(run.params), np.load(workdir / "embed.npy"))
+
+
+def test_load_run_falls_back_past_an_unreadable_newest_step(workdir, tmp_path):
+    copied = tmp_path / "run"
+    shutil.copytree(workdir, copied)
+    newest = copied / "checkpoints" / str(STEP + 2)
+    shutil.copytree(copied / "checkpoints" / str(STEP), newest)
+    (newest / "state" / "manifest.ocdbt").unlink()  # the arrays cannot be found
+    run = load_run(copied)
+    assert run.step == STEP
+    assert (copied / "checkpoints" / "corrupt" / str(STEP + 2)).is_dir()
+    np.testing.assert_array_equal(_first_leaf(run.params), np.load(workdir / "embed.npy"))
+    device = jax.devices()[0]
+    assert {x.sharding for x in jax.tree.leaves(run.params)} == {
+        jax.sharding.SingleDeviceSharding(device)}
 
 
 def test_config_from_json_lists_to_tuples():
@@ -224,8 +239,6 @@ def test_ten_minutes_of_silence_is_processed(runner, tmp_path):
 def test_speech_and_events_of_a_speaking_model(runner):
     """The random model above never speaks: here a hand-made result speaks in blocks 1-2
     and from block 4 to the end of a 0.37 s, 48 kHz input (a reply still running)."""
-    from omni_jax.duplex.engine import EngineResult
-
     speaking_K = np.array([False, True, True, False, True])
     k, f, m, s = speaking_K.size, 8, 80, runner.samples_per_block
     tokens = np.full((1, k, 1), 4, np.int32)  # <think> (an id below the text ids)
@@ -245,7 +258,7 @@ def test_speech_and_events_of_a_speaking_model(runner):
         part = audio[block * per_block:(block + 1) * per_block]
         assert (np.abs(part).max() > 1e-3) == speaking, block
 
-    info = fdb.audio_io.AudioInfo(rate, 1, num_samples)
+    info = AudioInfo(rate, 1, num_samples)
     record = runner.describe(result, info, "x/input.wav")
     assert record["speaking_intervals"] == [[0.08, 0.24], [0.32, pytest.approx(0.37)]]
     kinds = [(e["kind"], e["block"]) for e in record["events"]]
@@ -269,14 +282,14 @@ def test_exit_codes():
 
 
 def test_prompt_too_long_is_an_error(runner):
-    with pytest.raises(fdb.FdbError, match="prompt_len"):
-        fdb.encode_prompt(runner.run.tokenizer, "answer the user " * 40, 24)
+    with pytest.raises(fdb.FdbError, match="--prompt.*prompt_len"):
+        fdb.FdbRunner(runner.run, prompt="answer the user " * 40)
 
 
 def test_command_line(workdir, tmp_path):
     inputs, outputs = tmp_path / "in", tmp_path / "out"
     _copy(MONO_8K, inputs / "q" / "input.wav")
-    command = [sys.executable, "-m", "omni_jax.evaluation.fdb", f"--workdir={workdir}",
+    command = [sys.executable, "-m", "omni_jax.serving.fdb", f"--workdir={workdir}",
                "--prompt=transcribe", str(inputs), str(outputs)]
     env = dict(os.environ, JAX_PLATFORMS="cpu")
     done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True,

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
 
+from configs import default
 from omni_jax.models.attention import causal_mask
 from omni_jax.models.llm import LLM, REMAT_POLICIES
 
@@ -194,3 +195,18 @@ def test_rejects_impossible_settings():
         LLM(llm_cfg(), VOCAB, hidden_layer=4)
     with pytest.raises(ValueError, match="model.remat"):
         LLM(llm_cfg(), VOCAB, remat="some")
+    with pytest.raises(ValueError, match="model.llm.num_heads"):
+        LLM(llm_cfg(num_heads=3), VOCAB)
+    with pytest.raises(ValueError, match="model.llm.num_kv_heads"):
+        LLM(llm_cfg(num_kv_heads=3), VOCAB)
+
+
+def test_from_config_reads_connector_outputs_at_llm_width():
+    config = default.get_config()
+    config.model.fusion = "cross_attention"
+    config.model.encoder.width = 2 * config.model.llm.width  # so that the two differ
+    model = LLM.from_config(config)
+    assert model.memory_dim == config.model.llm.width
+    assert (model.fusion, model.hidden_layer) == ("cross_attention",
+                                                  config.model.synth.llm_layer)
+    assert model.vocab_size == config.data.tokenizer.vocab_size

@@ -17,22 +17,22 @@ RNG = np.random.default_rng(0)
 
 
 def test_lora_dense_delta():
-    x_BxTxHxK = RNG.standard_normal((2, 3, 4, 5)).astype(np.float32)
+    x_BxTxHxQ = RNG.standard_normal((2, 3, 4, 5)).astype(np.float32)
     layer = lora.LoraDense((7,), ("heads", "kv", "embed"), in_dims=2, rank=3, alpha=6.0)
-    params = nn.unbox(jax.jit(layer.init)(KEY, x_BxTxHxK))["params"]
+    params = nn.unbox(jax.jit(layer.init)(KEY, x_BxTxHxQ))["params"]
     assert set(params) == {"kernel", "lora_a", "lora_b"}
     assert params["lora_a"].shape == (4, 5, 3) and params["lora_b"].shape == (3, 7)
     np.testing.assert_array_equal(params["lora_b"], 0.0)
     base = lora.LoraDense((7,), ("heads", "kv", "embed"), in_dims=2)
     apply = jax.jit(layer.apply)
-    np.testing.assert_array_equal(apply({"params": params}, x_BxTxHxK),
-                                  base.apply({"params": {"kernel": params["kernel"]}}, x_BxTxHxK))
+    np.testing.assert_array_equal(apply({"params": params}, x_BxTxHxQ),
+                                  base.apply({"params": {"kernel": params["kernel"]}}, x_BxTxHxQ))
 
     params["lora_b"] = RNG.standard_normal((3, 7)).astype(np.float32)
-    expected = (np.einsum("bthk,hkd->btd", x_BxTxHxK, params["kernel"])
-                + 6.0 / 3 * np.einsum("bthk,hkr,rd->btd", x_BxTxHxK, params["lora_a"],
+    expected = (np.einsum("bthk,hkd->btd", x_BxTxHxQ, params["kernel"])
+                + 6.0 / 3 * np.einsum("bthk,hkr,rd->btd", x_BxTxHxQ, params["lora_a"],
                                       params["lora_b"]))
-    np.testing.assert_allclose(apply({"params": params}, x_BxTxHxK), expected, rtol=1e-4,
+    np.testing.assert_allclose(apply({"params": params}, x_BxTxHxQ), expected, rtol=1e-4,
                                atol=1e-4)
 
 

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from configs import tiny
+from omni_jax import configuration
 from omni_jax.models.omni import DuplexModel
 
 NUM_BLOCKS = 4
@@ -102,17 +103,17 @@ def test_tiny_is_a_few_million_parameters():
     ("model.synth.llm_layer", 7, "config.model.synth.llm_layer"),
     ("audio.block_ms", 85, "config.audio.block_ms"),
 ])
-def test_impossible_shapes_fail_at_construction(field, value, named):
-    from omni_jax.configuration import ConfigError
-
+def test_impossible_shapes_fail_validation(field, value, named):
+    """Entry points validate before they build the model (DuplexModel.from_config does not
+    validate: the models package does not import the configuration)."""
     config = tiny.get_config()
     *parents, leaf = field.split(".")
     node = config
     for p in parents:
         node = node[p]
     node[leaf] = value
-    with pytest.raises(ConfigError, match=named):
-        DuplexModel.from_config(config)
+    with pytest.raises(configuration.ConfigError, match=named):
+        configuration.validate(config)
 
 
 def test_every_parameter_has_logical_axes_and_bf16_keeps_f32_params():

@@ -7,9 +7,9 @@ import numpy as np
 import optax
 import pytest
 
-from configs import default, tiny
+from configs import common, default, tiny
 from omni_jax.models.omni import DuplexModel
-from omni_jax.train import optim
+from omni_jax.train import optim, state as state_lib
 
 
 def _config(**train):
@@ -39,7 +39,7 @@ def _adam_mu(opt_state):
 
 
 def _step_fn(optimizer):
-    return jax.jit(lambda state, grads, loss: optim.apply_gradients(state, grads, optimizer,
+    return jax.jit(lambda state, grads, loss: state_lib.apply_gradients(state, grads, optimizer,
                                                                     loss))
 
 
@@ -72,7 +72,7 @@ def test_first_adam_step_is_clipped_and_scheduled():
     np.testing.assert_allclose(optax.global_norm(clipped), 1.0, rtol=1e-5)
 
     optimizer = optim.make_optimizer(config, params)
-    state = optim.init_train_state(params, optimizer)
+    state = state_lib.create(params, optimizer)
     state = _step_fn(optimizer)(state, grads, jnp.float32(1.0))
     mu = _adam_mu(state.opt_state)
     # The first moment holds (1 - b1) * the *clipped* gradient.
@@ -85,7 +85,7 @@ def test_frozen_params_unchanged_and_without_state():
     config = _config(frozen=(r"encoder/.*", r"llm/(?!.*lora_).*"))
     params = _params()
     optimizer = optim.make_optimizer(config, params)
-    state = optim.init_train_state(params, optimizer)
+    state = state_lib.create(params, optimizer)
     step = _step_fn(optimizer)
     for i in range(3):
         grads = jax.tree.map(lambda p: jnp.full_like(p, 1e4 * (i + 1)), params)
@@ -128,7 +128,7 @@ def test_weight_decay_skips_norms_and_biases():
     config = _config(warmup_steps=0, weight_decay=0.5)
     params = _params()
     optimizer = optim.make_optimizer(config, params)
-    state = optim.init_train_state(params, optimizer)
+    state = state_lib.create(params, optimizer)
     zeros = jax.tree.map(jnp.zeros_like, params)
     state = _step_fn(optimizer)(state, zeros, jnp.float32(1.0))
     new, old = state.params["params"], params["params"]
@@ -144,7 +144,7 @@ def test_nonfinite_step_is_skipped_and_counted(bad):
     optimizer = optim.make_optimizer(_config(warmup_steps=0), params)
     step = _step_fn(optimizer)
     good_grads = jax.tree.map(jnp.ones_like, params)
-    state = step(optim.init_train_state(params, optimizer), good_grads, jnp.float32(1.0))
+    state = step(state_lib.create(params, optimizer), good_grads, jnp.float32(1.0))
     before = state
 
     grads, loss = good_grads, jnp.float32(1.0)
@@ -187,7 +187,7 @@ def test_stage_patterns_on_the_real_model():
     shapes, paths = _real_param_paths()
 
     def trainable(stage):
-        mask = optim.trainable_mask(shapes, optim.stage_frozen_patterns(stage))
+        mask = optim.trainable_mask(shapes, common.stage_frozen_patterns(stage))
         flat = jax.tree_util.tree_flatten_with_path(mask)[0]
         return {optim._path_str(p) for p, on in flat if on}
 
@@ -202,4 +202,4 @@ def test_stage_patterns_on_the_real_model():
     assert trainable("dpo") == trainable("stage2")
     assert trainable("full") == paths
     with pytest.raises(ValueError, match="stage3"):
-        optim.stage_frozen_patterns("stage3")
+        common.stage_frozen_patterns("stage3")

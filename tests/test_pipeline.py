@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from configs import tiny
-from data_pipelines import contract, corpus, pipeline, sources
+from data_pipelines import contract, corpus, pipeline
+from data_pipelines.sources import timelines
 
 TRAIN, EVAL = 16, 8
 
@@ -24,7 +25,7 @@ def world(tmp_path_factory):
     config = small_config()
     workdir = tmp_path_factory.getbasetemp() / "small_world"
     tokenizer = corpus.build_tokenizer(config, corpus.tokenizer_path(config, workdir))
-    source = sources.open_source(config, workdir, "train")
+    source = timelines.open_source(config, workdir, "train")
     return config, tokenizer, source
 
 
@@ -113,7 +114,7 @@ def test_restored_iterator_resumes_at_the_next_batch(world, tmp_path):
     assert expected["epoch"].tolist() == [1] * 4
 
 
-class _BrokenSource(sources.TimelineSource):
+class _BrokenSource(timelines.TimelineSource):
     """The train split with record 5's audio truncated."""
 
     BROKEN = 5

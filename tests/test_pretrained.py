@@ -89,13 +89,13 @@ def _rms(x, weight):
     return x * jax.lax.rsqrt(jnp.mean(x * x, -1, keepdims=True) + llm_lib.NORM_EPS) * weight
 
 
-def _rope_rotate_half(x_TxHxK, positions_T):
+def _rope_rotate_half(x_TxHxQ, positions_T):
     inv_freq = THETA ** (-jnp.arange(0, HEAD_DIM, 2) / HEAD_DIM)
     freqs_TxJ = positions_T[:, None] * inv_freq[None]
-    emb_TxK = jnp.concatenate([freqs_TxJ, freqs_TxJ], -1)[:, None]  # HF: cat(freqs, freqs)
-    x1, x2 = x_TxHxK[..., :HEAD_DIM // 2], x_TxHxK[..., HEAD_DIM // 2:]
+    emb_TxQ = jnp.concatenate([freqs_TxJ, freqs_TxJ], -1)[:, None]  # HF: cat(freqs, freqs)
+    x1, x2 = x_TxHxQ[..., :HEAD_DIM // 2], x_TxHxQ[..., HEAD_DIM // 2:]
     rotated = jnp.concatenate([-x2, x1], -1)  # HF rotate_half
-    return x_TxHxK * jnp.cos(emb_TxK) + rotated * jnp.sin(emb_TxK)
+    return x_TxHxQ * jnp.cos(emb_TxQ) + rotated * jnp.sin(emb_TxQ)
 
 
 def reference_logits(w: dict, tokens_T: np.ndarray, *, tied: bool) -> jax.Array:
@@ -114,19 +114,19 @@ def reference_logits(w: dict, tokens_T: np.ndarray, *, tied: bool) -> jax.Array:
                 y = y + w[p + f"self_attn.{name}_proj.bias"]
             return y.reshape(t, heads, HEAD_DIM)
 
-        q_TxHxK = _rope_rotate_half(proj("q", HEADS), positions_T)
-        k_TxGxK = _rope_rotate_half(proj("k", KV_HEADS), positions_T)
-        v_TxGxK = proj("v", KV_HEADS)
+        q_TxHxQ = _rope_rotate_half(proj("q", HEADS), positions_T)
+        k_TxGxQ = _rope_rotate_half(proj("k", KV_HEADS), positions_T)
+        v_TxGxQ = proj("v", KV_HEADS)
         # HF repeat_kv: query head h reads kv head h // rep.
-        k_TxHxK, v_TxHxK = (jnp.repeat(a, rep, axis=1) for a in (k_TxGxK, v_TxGxK))
-        scores_HxTxT = jnp.einsum("thk,shk->hts", q_TxHxK, k_TxHxK) / np.sqrt(HEAD_DIM)
+        k_TxHxQ, v_TxHxQ = (jnp.repeat(a, rep, axis=1) for a in (k_TxGxQ, v_TxGxQ))
+        scores_HxTxT = jnp.einsum("thk,shk->hts", q_TxHxQ, k_TxHxQ) / np.sqrt(HEAD_DIM)
         scores_HxTxT = jnp.where(causal_TxT, scores_HxTxT, -jnp.inf)
-        attn_TxHxK = jnp.einsum("hts,shk->thk", jax.nn.softmax(scores_HxTxT, -1), v_TxHxK)
-        x_TxD = x_TxD + attn_TxHxK.reshape(t, WIDTH) @ w[p + "self_attn.o_proj.weight"].T
+        attn_TxHxQ = jnp.einsum("hts,shk->thk", jax.nn.softmax(scores_HxTxT, -1), v_TxHxQ)
+        x_TxD = x_TxD + attn_TxHxQ.reshape(t, WIDTH) @ w[p + "self_attn.o_proj.weight"].T
         h_TxD = _rms(x_TxD, w[p + "post_attention_layernorm.weight"])
-        gated_TxF = (jax.nn.silu(h_TxD @ w[p + "mlp.gate_proj.weight"].T)
+        gated_TxI = (jax.nn.silu(h_TxD @ w[p + "mlp.gate_proj.weight"].T)
                      * (h_TxD @ w[p + "mlp.up_proj.weight"].T))
-        x_TxD = x_TxD + gated_TxF @ w[p + "mlp.down_proj.weight"].T
+        x_TxD = x_TxD + gated_TxI @ w[p + "mlp.down_proj.weight"].T
     head_VxD = w["model.embed_tokens.weight"] if tied else w["lm_head.weight"]
     return _rms(x_TxD, w["model.norm.weight"]) @ head_VxD.T
 
@@ -149,8 +149,8 @@ def project_logits(model, params, tokens_T):
     positions_1xT = jnp.arange(t)[None]
     memory = {}
     if model.cross:  # one (zero) memory entry; a zero gate makes the sublayer a no-op
-        memory = {"memory_BxMxE": jnp.zeros((1, 1, WIDTH)),
-                  "memory_mask_BxTxM": jnp.ones((1, t, 1), bool)}
+        memory = {"memory_BxUxE": jnp.zeros((1, 1, WIDTH)),
+                  "memory_mask_BxTxU": jnp.ones((1, t, 1), bool)}
     logits_1xTxV, _ = jax.jit(model.apply)(params, x_1xTxD, positions_1xT, causal_mask(t)[None],
                                            **memory)
     return logits_1xTxV[0]
@@ -305,11 +305,17 @@ def test_bad_directories(tmp_path):
                        match=r"index.json: tensor '.*' is mapped to model-00002-of-00002"
                              r".safetensors, which does not exist"):
         load(fresh, ckpt, cfg)
-    # A truncated file.
+    # A truncated file: safetensors rejects it on opening; the error names the file.
     ckpt = write_checkpoint(tmp_path / "truncated", hf_weights(seed=6))
     file = ckpt / "model.safetensors"
     file.write_bytes(file.read_bytes()[:-100])
-    with pytest.raises(PretrainedLoadError, match="past the end of the file"):
+    with pytest.raises(PretrainedLoadError,
+                       match=r"truncated/model.safetensors: not a readable safetensors file"):
+        load(fresh, ckpt, cfg)
+    # Not a safetensors file at all.
+    (ckpt / "model.safetensors").write_bytes(b"not a checkpoint")
+    with pytest.raises(PretrainedLoadError,
+                       match=r"truncated/model.safetensors: not a readable safetensors file"):
         load(fresh, ckpt, cfg)
 
 

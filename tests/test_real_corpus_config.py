@@ -13,11 +13,10 @@ import soundfile as sf
 from test_real_sources import CHAPTER, FIXTURES, LAYOUTS, LIBRISPEECH
 
 from configs import librispeech_duplex
-from data_pipelines import contract, corpus, sources, timeline
+from data_pipelines import config_checks, contract, corpus, generation, sources, timeline
 from data_pipelines import tokenizer as tok
 from data_pipelines.scenarios import real_speech
-from data_pipelines.sources import real
-from omni_jax import configuration
+from data_pipelines.sources import real, timelines
 
 LIBRISPEECH_ROOT, _, LIBRISPEECH_PARTS = LAYOUTS["librispeech"]
 TRAIN, EVAL = 6, 3
@@ -46,9 +45,9 @@ def built(tmp_path_factory):
 
 
 def test_config_validates_and_needs_a_root():
-    configuration.validate(corpus_config())
-    with pytest.raises(configuration.ConfigError, match=r"config\.data\.corpus\.root"):
-        configuration.validate(librispeech_duplex.get_config())
+    config_checks.validate_data(corpus_config())
+    with pytest.raises(config_checks.ConfigError, match=r"config\.data\.corpus\.root"):
+        config_checks.validate_data(librispeech_duplex.get_config())
 
 
 @pytest.mark.parametrize("field,value", [("kind", "timit"), ("replies", "maybe"),
@@ -56,19 +55,20 @@ def test_config_validates_and_needs_a_root():
 def test_bad_corpus_field_is_named(field, value):
     config = corpus_config()
     config.data.corpus[field] = value
-    with pytest.raises(configuration.ConfigError, match=rf"config\.data\.corpus\.{field}"):
-        configuration.validate(config)
+    with pytest.raises(config_checks.ConfigError, match=rf"config\.data\.corpus\.{field}"):
+        config_checks.validate_data(config)
 
 
 def test_kinds_match_the_builders_and_other_sources_ignore_the_section():
-    assert sorted(configuration.REAL_CORPUS_KINDS) == sorted(real.BUILDERS)
+    assert list(sources.REAL_CORPUS_KINDS) == list(real.BUILDERS)
+    assert set(sources.REPLY_KINDS) <= set(real.BUILDERS)
     config = corpus_config()
     config.data.source = "embedded"
     config.data.corpus.kind = "timit"  # unread: not validated
-    configuration.validate(config)
+    config_checks.validate_data(config)
     config.data.source = "corpora"
-    with pytest.raises(configuration.ConfigError, match=r"config\.data\.source"):
-        configuration.validate(config)
+    with pytest.raises(config_checks.ConfigError, match=r"config\.data\.source"):
+        config_checks.validate_data(config)
 
 
 def test_bank_holds_the_fixture_utterances_built_under_the_workdir(built, monkeypatch):
@@ -102,7 +102,7 @@ def test_manifest_replies_follow_the_config(tmp_path):
     config.data.corpus.update(kind="manifest", root=str(FIXTURES / LAYOUTS["manifest"][0]),
                               train_parts=LAYOUTS["manifest"][2],
                               eval_parts=LAYOUTS["manifest"][2])
-    configuration.validate(config)
+    config_checks.validate_data(config)
     expected = {"auto": ["cards"], "yes": ["cards", "uberi"], "no": []}
     for replies, speakers in expected.items():
         config.data.corpus.replies = replies
@@ -124,7 +124,7 @@ def test_generated_corpus_hears_the_corpus_recordings(built):
     clips = {u.text: u for u in (real_speech.bank_from_config(config, "eval", workdir)
                                  .source[i] for i in range(len(LIBRISPEECH)))}
     for split, count in (("train", TRAIN), ("eval", EVAL)):
-        source = sources.open_source(config, workdir, split)
+        source = timelines.open_source(config, workdir, split)
         assert len(source) == count
         for i in range(count):
             tl = source[i]
@@ -139,12 +139,12 @@ def test_generated_corpus_hears_the_corpus_recordings(built):
 
 
 def test_fingerprint_follows_the_real_corpus():
-    base = corpus.corpus_fingerprint(corpus_config())
+    base = generation.corpus_fingerprint(corpus_config())
 
     def changed(edit, config=None):
         config = corpus_config() if config is None else config
         edit(config.data.corpus)
-        return corpus.corpus_fingerprint(config)
+        return generation.corpus_fingerprint(config)
 
     assert changed(lambda c: c.update(data_dir="/elsewhere", tokenizer_texts=7)) == base
     for edit in (lambda c: c.update(root="/another/LibriSpeech"),
@@ -154,7 +154,7 @@ def test_fingerprint_follows_the_real_corpus():
         assert changed(edit) != base
     embedded = corpus_config()
     embedded.data.source = "embedded"
-    unread = corpus.corpus_fingerprint(embedded)
+    unread = generation.corpus_fingerprint(embedded)
     assert changed(lambda c: c.update(root="/another"), embedded) == unread
 
 

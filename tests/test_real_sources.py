@@ -14,12 +14,12 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from configs import tiny
-from data_pipelines import augment, contract, render, world
+from configs import fsdd_asr, tiny
+from data_pipelines import audio_io, augment, contract, corpus, render, scenarios, world
 from data_pipelines import tokenizer as tok
+from data_pipelines.pipeline import make_dataset
 from data_pipelines.scenarios import base, real_speech
-from data_pipelines.sources import fsdd, gigaspeech, real
-from omni_jax.audio import io as audio_io
+from data_pipelines.sources import fsdd, gigaspeech, real, timelines
 
 FIXTURES = Path(__file__).parent / "fixtures"
 SR = 16000
@@ -179,18 +179,18 @@ def _render(timeline, config, tokenizer):
 
 def test_real_utterances_make_contract_valid_asr_and_qa(sources, tokenizer):
     config = tiny.get_config()
-    ctx = base.make_context(config, "train")
+    ctx = scenarios.make_context(config, "train")
     rng = np.random.default_rng(3)
     fsdd_bank = real_speech.FsddBank(str(FIXTURES / "fsdd"), "train", "theo")
     heavy_bank = real_speech.CorpusBank(sources["libriheavy"][1])
     for bank in (fsdd_bank, heavy_bank):
-        timeline = real_speech.asr(rng, ctx, bank)
+        timeline = scenarios.generate("asr", rng, ctx, user_speech=bank)
         assert timeline.events and all(e.speaker in bank.speakers() for e in timeline.events)
         record = _render(timeline, config, tokenizer)
         text = tokenizer.decode(record["labels"][record["label_kind"] == 1])
         assert text == tok.normalize(" ".join(t.text for t in timeline.turns))
     qa_bank = real_speech.CorpusBank(sources["manifest"][1])
-    timeline = real_speech.qa(rng, ctx, qa_bank)  # only five_five has a reply
+    timeline = scenarios.generate("qa", rng, ctx, user_speech=qa_bank)  # only five_five replies
     assert [e.text for e in timeline.events] == ["five five"]
     assert timeline.turns[0].text == "that makes ten" and timeline.turns[0].audio.size
     record = _render(timeline, config, tokenizer)
@@ -263,10 +263,6 @@ def test_librispeech_transcript_line_without_audio_and_audio_without_line(tmp_pa
 def test_fsdd_config_builds_a_speaker_independent_corpus(tmp_path):
     """configs/fsdd_asr.py end to end through the corpus: train never hears the held-out
     speaker, eval hears only it, and every dialogue renders to a valid record."""
-    from configs import fsdd_asr
-    from data_pipelines import corpus, sources
-    from data_pipelines.pipeline import make_dataset
-
     config = fsdd_asr.get_config("short")
     config.data.real_dir = str(FIXTURES / "fsdd")
     config.data.train_dialogues, config.data.eval_dialogues = 6, 3
@@ -275,7 +271,7 @@ def test_fsdd_config_builds_a_speaker_independent_corpus(tmp_path):
     tokenizer = corpus.build_tokenizer(config, tmp_path / "tokenizer.model")
     corpus.ensure_corpus(config, tmp_path)
     for split, speakers in (("train", {"jackson"}), ("eval", {"theo"})):
-        source = sources.open_source(config, tmp_path, split)
+        source = timelines.open_source(config, tmp_path, split)
         heard = {e.speaker for i in range(len(source)) for e in source[i].events}
         assert heard == speakers, (split, heard)
         batch = next(iter(make_dataset(config, split, tokenizer, seed=0, workdir=tmp_path)))

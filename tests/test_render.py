@@ -21,7 +21,8 @@ SR, S, P = 16000, 1280, 24
 TIMING = contract.TimingRules()
 REPLY = "the zorb is blue and green"
 K_REAL = 63  # ceil(5.0 s / 80 ms)
-THINK_ID, SHIFT_ID, START_ID, END_ID = (contract.STATE_TOKEN_IDS[t] for t in contract.STATE_TOKENS)
+THINK_ID, SHIFT_ID = contract.THINK_ID, contract.SHIFT_ID
+START_ID, END_ID = contract.START_SPEAK_ID, contract.END_SPEAK_ID
 Kind = contract.LabelKind
 
 
@@ -287,6 +288,24 @@ def test_prompt(tokenizer):
     assert not empty["prompt_mask"].any() and (empty["prompt_tokens"] == contract.PAD_ID).all()
     with pytest.raises(render.RenderError, match="qa_test.*prompt has .* tokens"):
         run(qa_timeline(prompt="please answer briefly " * 20), tokenizer)
+
+
+def test_encode_prompt_is_the_records_prompt_layout(tokenizer):
+    text = "please answer briefly"
+    record = run(qa_timeline(prompt=text), tokenizer)
+    tokens_P, mask_P = render.encode_prompt(tokenizer, text, record["prompt_tokens"].size)
+    np.testing.assert_array_equal(tokens_P, record["prompt_tokens"])
+    np.testing.assert_array_equal(mask_P, record["prompt_mask"])
+    assert tokens_P.dtype == np.int32 and mask_P.dtype == np.bool_
+    blank_P, blank_mask_P = render.encode_prompt(tokenizer, "  ", 4)
+    assert (blank_P == contract.PAD_ID).all() and not blank_mask_P.any()
+    exact = len(tokenizer.encode(text))
+    assert render.encode_prompt(tokenizer, text, exact)[1].all()
+    with pytest.raises(render.PromptError, match=r"--prompt: prompt has \d+ tokens, more than "
+                                                 rf"prompt_len={exact - 1}"):
+        render.encode_prompt(tokenizer, text, exact - 1, where="--prompt")
+    assert issubclass(render.PromptError, render.RenderError)
+    assert issubclass(render.PromptError, ValueError)
 
 
 def test_unrenderable_timelines(tokenizer):

@@ -25,7 +25,7 @@ _SCRIPT = textwrap.dedent("""
     from configs import tiny
     from omni_jax.configuration import ConfigError
     from omni_jax.models.omni import DuplexModel
-    from omni_jax.train import sharding
+    from omni_jax.train import optim, sharding, state as state_lib
 
     def config(data, fsdp, tensor):
         c = tiny.get_config()
@@ -50,7 +50,9 @@ _SCRIPT = textwrap.dedent("""
     report["axis_types"] = [str(t) for t in mesh.axis_types]
     dm = DuplexModel.from_config(c)
     rng = jax.random.key(0)
-    params, shardings = sharding.sharded_init(dm.init, rng, mesh, rules)
+    optimizer = optim.make_optimizer(c, jax.eval_shape(dm.init, rng))
+    state, state_shardings = state_lib.init_train_state(dm.init, optimizer, mesh, rules, rng)
+    params, shardings = state.params, state_shardings.params
     p = params["params"]
     kernel = p["connector"]["fc1"]["kernel"]
     report["fc1_spec"] = spec(shardings["params"]["connector"]["fc1"]["kernel"])

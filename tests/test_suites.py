@@ -1,6 +1,6 @@
-"""Evaluation suites: the per-case readings with known answers, and whole suites scored on
-stand-in models whose behaviour is known (an oracle replaying the reference, a silent one,
-one that stops too soon)."""
+"""Evaluation suites: the per-case readings (`evaluation.readings`) with known answers, the
+catalog and its selection, and whole suites scored on stand-in models whose behaviour is
+known (an oracle replaying the reference, a silent one, one that stops too soon)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ from configs import tiny
 from data_pipelines import contract, corpus, scenarios
 from omni_jax import configuration
 from omni_jax.duplex.engine import DuplexEngine
-from omni_jax.evaluation import suites
+from omni_jax.evaluation import cases as cases_lib
+from omni_jax.evaluation import catalog, metrics, readings, scoring, suites
 
 TIMING = contract.TimingRules()
 BLOCK_S = TIMING.block_ms / 1000.0
@@ -24,34 +25,34 @@ F, T = False, True
 
 def test_first_start_and_stop_blocks():
     speaking_K = np.array([F, F, T, T, T, F, F, T, F])
-    assert suites.first_start_block(speaking_K) == 2
-    assert suites.first_start_block(speaking_K, from_block=3) == 7
-    assert suites.first_stop_block(speaking_K, after_block=2) == 5
-    assert suites.first_stop_block(speaking_K, after_block=7) == 8
-    assert suites.first_start_block(np.zeros(5, bool)) is None
-    assert suites.first_stop_block(np.array([F, T, T]), after_block=1) is None
-    assert suites.first_start_block(np.array([T, T, F])) == 0  # speaking from block 0
+    assert readings.first_start_block(speaking_K) == 2
+    assert readings.first_start_block(speaking_K, from_block=3) == 7
+    assert readings.first_stop_block(speaking_K, after_block=2) == 5
+    assert readings.first_stop_block(speaking_K, after_block=7) == 8
+    assert readings.first_start_block(np.zeros(5, bool)) is None
+    assert readings.first_stop_block(np.array([F, T, T]), after_block=1) is None
+    assert readings.first_start_block(np.array([T, T, F])) == 0  # speaking from block 0
 
 
 def test_early_stop_respects_the_natural_end():
     speaking_K = np.array([F, T, T, T, T, F, F, F, F, F])  # stops at block 5 (0.4 s)
-    assert suites.early_stop_s(speaking_K, BLOCK_S, natural_end_s=1.0, tolerance_s=0.4) \
+    assert readings.early_stop_s(speaking_K, BLOCK_S, natural_end_s=1.0, tolerance_s=0.4) \
         == pytest.approx(0.4)
     # Stopping 0.4 s before the reply's end is finishing it, not a stop.
-    assert suites.early_stop_s(speaking_K, BLOCK_S, natural_end_s=0.8, tolerance_s=0.4) is None
-    assert suites.early_stop_s(np.zeros(10, bool), BLOCK_S, 1.0, 0.4) is None
-    assert suites.early_stop_s(np.array([F, T, T, T]), BLOCK_S, 1.0, 0.0) is None
+    assert readings.early_stop_s(speaking_K, BLOCK_S, natural_end_s=0.8, tolerance_s=0.4) is None
+    assert readings.early_stop_s(np.zeros(10, bool), BLOCK_S, 1.0, 0.4) is None
+    assert readings.early_stop_s(np.array([F, T, T, T]), BLOCK_S, 1.0, 0.0) is None
 
 
 def test_barge_in_stop_counts_a_timely_stop_near_the_end():
     speaking_K = np.array([F, T, T, T, T, T, T, F, F, F])  # stops at block 7 (0.56 s)
     # The reply would end at 0.8 s: with 0.4 s tolerance block 7 is not an early stop...
-    assert suites.early_stop_s(speaking_K, BLOCK_S, 0.8, 0.4) is None
+    assert readings.early_stop_s(speaking_K, BLOCK_S, 0.8, 0.4) is None
     # ...but after an interruption ending in block 6 it is a reaction in the window.
-    assert suites.barge_in_stop_s(speaking_K, BLOCK_S, 0.8, 0.4, TIMING,
+    assert readings.barge_in_stop_s(speaking_K, BLOCK_S, 0.8, 0.4, TIMING,
                                   trigger_end_s=0.5) == pytest.approx(0.56)
     # An interruption long before (more than the window) does not claim it.
-    assert suites.barge_in_stop_s(speaking_K, BLOCK_S, 0.8, 0.4, TIMING,
+    assert readings.barge_in_stop_s(speaking_K, BLOCK_S, 0.8, 0.4, TIMING,
                                   trigger_end_s=0.1) is None
 
 
@@ -59,23 +60,32 @@ def test_best_lag_and_window():
     signal_T = np.zeros(100, np.float32)
     signal_T[40:50] = 1.0
     reference_T = np.ones(10, np.float32)
-    lag, value = suites.best_lag(
-        lambda lag: -np.abs(suites.window(signal_T, 30 + lag, 10) - reference_T).sum(), 20, 1)
+    lag, value = readings.best_lag(
+        lambda lag: -np.abs(readings.window(signal_T, 30 + lag, 10) - reference_T).sum(), 20, 1)
     assert (lag, value) == (10, 0.0)
-    np.testing.assert_array_equal(suites.window(np.arange(5.0), 3, 4), [3, 4, 0, 0])
-    np.testing.assert_array_equal(suites.window(np.arange(5.0), -2, 4), [0, 0, 0, 1])
+    np.testing.assert_array_equal(readings.window(np.arange(5.0), 3, 4), [3, 4, 0, 0])
+    np.testing.assert_array_equal(readings.window(np.arange(5.0), -2, 4), [0, 0, 0, 1])
+
+
+def test_speaking_runs_and_fit_length():
+    assert readings.speaking_runs(np.array([F, T, T, F, T])) == [(1, 3), (4, 5)]
+    assert readings.speaking_runs(np.zeros(3, bool)) == []
+    np.testing.assert_array_equal(readings.fit_length(np.arange(5.0), 3), [0, 1, 2])
+    padded = readings.fit_length(np.ones(2), 4)
+    np.testing.assert_array_equal(padded, [1, 1, 0, 0])
+    assert padded.dtype == np.float32
 
 
 def test_si_sdr_floor_scores_silence_worst():
     rng = np.random.default_rng(0)
     reference_T = rng.normal(size=1600)
-    assert suites.floored_si_sdr(np.zeros(1600), reference_T) == suites.SI_SDR_FLOOR_DB
-    assert suites.floored_si_sdr(reference_T + 0.1 * rng.normal(size=1600), reference_T) \
+    assert readings.floored_si_sdr(np.zeros(1600), reference_T) == readings.SI_SDR_FLOOR_DB
+    assert readings.floored_si_sdr(reference_T + 0.1 * rng.normal(size=1600), reference_T) \
         == pytest.approx(20.0, abs=1.0)
 
 
 def test_gain_keys_as_the_report_spells_them():
-    assert [suites.gain_key(g) for g in suites.ECHO_GAINS] == ["0", "0.1", "1.0"]
+    assert [catalog.gain_key(g) for g in catalog.ECHO_GAINS] == ["0", "0.1", "1.0"]
 
 
 def test_suite_selection():
@@ -94,11 +104,9 @@ def test_suite_selection():
         configuration.validate(config)
 
 
-def test_old_run_config_without_eval_section_uses_defaults():
-    config = tiny.get_config()
-    del config["eval"]
-    assert suites.eval_settings(config).cases == 16
-    assert suites.selected_suites(config) == list(suites.SUITES)
+def test_every_suite_has_a_scorer_and_a_case_set():
+    assert set(scoring.SCORERS) == set(catalog.SUITES)
+    assert {s.cases for s in catalog.SUITES.values()} <= set(cases_lib.CASE_SETS)
 
 
 # ---- whole suites on stand-in models ------------------------------------------------------
@@ -139,8 +147,7 @@ def _runner(setup, case_set: str, behaviour: str):
     runner = suites.SuiteRunner(None, config, tokenizer, scenario_ctx=ctx)
     cases = runner.cases(case_set)
     labels_BxK = np.stack([c.record["labels"][:, 0] for c in cases])
-    shift = contract.STATE_TOKEN_IDS[contract.SHIFT]
-    think = contract.STATE_TOKEN_IDS[contract.THINK]
+    shift, think = contract.SHIFT_ID, contract.THINK_ID
     if behaviour == "silent":
         labels_BxK = np.full_like(labels_BxK, think)
     elif behaviour == "quitter":
@@ -219,7 +226,5 @@ def test_echo_suite_hears_nothing_but_echo(setup):
 def test_oracle_qa_text_is_correct(setup):
     runner, cases = _runner(setup, "qa", "oracle")
     result = runner.run("qa", 0.0)
-    from omni_jax.evaluation import metrics
-
     answers = [c.meta["answer"] for c in cases]
     assert metrics.qa_accuracy(answers, result.text(runner.tokenizer)) == 1.0

@@ -13,7 +13,8 @@ import pytest
 from jax.sharding import PartitionSpec as P
 
 from configs import default
-from omni_jax.models.synthesizer import SILENCE_LOG_MEL, Synthesizer
+from omni_jax.audio.frontend import SILENCE_LOG_MEL
+from omni_jax.models.synthesizer import Synthesizer
 
 KEY = jax.random.key(0, impl="rbg")  # compiles far faster than threefry on CPU
 BATCH, BLOCKS, PER_BLOCK, LLM_WIDTH, FRAMES, MELS = 2, 5, 2, 16, 4, 12
@@ -88,7 +89,7 @@ def test_causal_over_blocks():
 def test_cache_shapes_are_constant_and_need_no_params():
     model, params, _, step = built()
     cache = make().init_cache(BATCH, BLOCKS + 2)  # unbound module, no parameters
-    assert cache["k"].shape == (2, BATCH, BLOCKS + 2, 2, 8)  # L, B, S, G, K
+    assert cache["k"].shape == (2, BATCH, BLOCKS + 2, 2, 8)  # Y, B, C, G, Q
     assert set(cache) == set(model.cache_axes())
     shapes = jax.tree.map(lambda x: (x.shape, x.dtype), cache)
     _, final = stream(model, params, step, hidden())

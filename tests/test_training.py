@@ -10,7 +10,6 @@ import pytest
 
 from configs import tiny
 from data_pipelines import contract, render, scenarios, tokenizer as tokenizer_lib, world
-from omni_jax import configuration
 from omni_jax.train import optim
 from omni_jax.train.trainer import Trainer
 
@@ -41,7 +40,7 @@ def _real_batch(config, tokenizer):
         rng = np.random.default_rng(i)
         timeline = scenarios.SCENARIOS[name](rng, ctx)
         records.append(render.render_fixed(
-            timeline, dims=dims, timing=configuration.timing_rules(config),
+            timeline, dims=dims, timing=contract.TimingRules.from_config(config),
             thinking=config.model.thinking, tokenizer=tokenizer, rng=rng, augment=None))
     return {f: np.stack([r[f] for r in records]) for f in contract.FIELD_NAMES}
 

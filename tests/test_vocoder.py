@@ -1,15 +1,18 @@
-"""Vocoders: Griffin-Lim inverts the frontend's log-mel (level, spectrum and timing), and the
-registry builds what `config.model.synth.vocoder` names."""
+"""Vocoders: Griffin-Lim inverts the frontend's log-mel (level, spectrum and timing), the
+registry builds what `config.model.synth.vocoder` names, and the streaming mel inverse of the
+engine's loop keeps the level."""
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from configs import default
 from data_pipelines import voices
-from omni_jax.audio.frontend import LOG_FLOOR, LogMelFrontend
 from omni_jax.audio import vocoder as vocoder_lib
-from omni_jax.audio.vocoder import (GriffinLimVocoder, Vocoder, make_vocoder,
-                                    register_vocoder, registered_vocoders)
+from omni_jax.audio.frontend import SILENCE_LOG_MEL, LogMelFrontend
+from omni_jax.audio.vocoder import (GriffinLimVocoder, StreamingMelInverse, Vocoder,
+                                    make_vocoder, register_vocoder, registered_vocoders)
 
 CONFIG = default.get_config()
 FRONTEND = LogMelFrontend.from_config(CONFIG)
@@ -58,7 +61,7 @@ def test_griffin_lim_keeps_timing(speech, resynthesized):
 
 
 def test_silence_gives_silence():
-    floor_TxM = np.full((12, FRONTEND.n_mels), np.log(LOG_FLOOR), np.float32)
+    floor_TxM = np.full((12, FRONTEND.n_mels), SILENCE_LOG_MEL, np.float32)
     audio = GriffinLimVocoder.from_config(CONFIG)(floor_TxM)
     assert audio.shape == (12 * FRONTEND.hop,)
     assert np.abs(audio).max() < 1e-3
@@ -95,3 +98,25 @@ def test_registered_vocoder_is_used(monkeypatch):
     assert vocoder(np.zeros((3, 80))).shape == (3 * FRONTEND.hop,)
     with pytest.raises(ValueError, match="already registered"):
         register_vocoder("test_silent", lambda config: Silent(FRONTEND.hop))
+
+
+BLOCK = 1280  # samples per 80 ms block at 16 kHz
+
+
+def test_mel_inverse_keeps_the_level():
+    """Frontend log-mel of the inverse's output matches the input log-mel on average (random
+    phase: the per-frame spread stays, ~0.9 nats, the level and spectral shape do not)."""
+    frontend = LogMelFrontend()  # 16 kHz: 8 frames of 10 ms per 80 ms block
+    inverse = StreamingMelInverse(frontend)
+    noise = np.random.default_rng(0).normal(size=(1, 12 * BLOCK)).astype(np.float32)
+    audio = 0.1 * np.convolve(noise[0], [1.0, 0.6, 0.3], mode="same")[None]
+    mel_1xKxFxM = frontend(jnp.asarray(audio, jnp.float32)).reshape(1, 12, 8, 80)
+    tail, keys = inverse.init_state(1), jax.random.split(jax.random.key(0), 12)
+    blocks = []
+    for k in range(12):
+        out, tail = inverse.step(mel_1xKxFxM[:, k], tail, keys[k])
+        blocks.append(out)
+    diff_TxM = np.asarray(frontend(jnp.concatenate(blocks, 1))[0] -
+                          mel_1xKxFxM.reshape(-1, 80))[16:]  # past the start-up delay
+    assert abs(diff_TxM.mean()) < 0.15
+    assert np.abs(diff_TxM.mean(axis=0)).mean() < 0.3  # per mel bin: the spectral shape

@@ -3,7 +3,9 @@
 A generator is `generate(rng: numpy.random.Generator, ctx: ScenarioContext) -> Timeline`,
 deterministic given `rng`. `SCENARIOS` maps the names of `config.data.scenarios` to them;
 `sample_scenario` draws a name from that mixture; `make_context` builds the context from a
-config. The renderer turns any Timeline into a BlockSequence; scenarios never build tensors.
+config (voices, timing, and the user-speech bank `config.data.source` names); `generate`
+runs one scenario. The renderer turns any Timeline into a BlockSequence; scenarios never
+build tensors.
 
 Every generator draws its people through `speakers`: the user's speech comes from
 `ctx.user_speech` (a real corpus: `real_speech.CorpusBank`, `FsddBank`) when it is set, else
@@ -14,13 +16,15 @@ backchannels, follow-ups), and what the assistant answers a corpus question with
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Callable, Mapping
 
 import numpy as np
 
-from data_pipelines.scenarios import barge_in, dialogue, listening
-from data_pipelines.scenarios.base import (DoesNotFit, ScenarioContext,  # noqa: F401
-                                           make_context)
+from data_pipelines import contract, voices
+from data_pipelines.scenarios import barge_in, dialogue, listening, real_speech
+from data_pipelines.scenarios.base import DoesNotFit, ScenarioContext  # noqa: F401
+from data_pipelines.scenarios.real_speech import UtteranceBank
 from data_pipelines.timeline import Timeline
 
 Generator = Callable[[np.random.Generator, ScenarioContext], Timeline]
@@ -53,9 +57,33 @@ def sample_scenario(rng: np.random.Generator, weights: Mapping[str, float]) -> s
     return names[int(rng.choice(len(names), p=p / p.sum()))]
 
 
-def generate(name: str, rng: np.random.Generator, ctx: ScenarioContext) -> Timeline:
-    """The Timeline of scenario `name`, its user turns from `ctx.user_speech` when set (a
-    ValueError names an unknown scenario)."""
+def make_context(config, split: str, synth: voices.Synthesizer | None = None,
+                 workdir=None) -> ScenarioContext:
+    """A context from an ml_collections config (audio.*, data.num_blocks, data.voices.*, ...).
+
+    `workdir`: the run directory whose corpus dir holds a real corpus (data.source='corpus')
+    once built; None = data.corpus.data_dir or data.corpus_dir (see
+    `paths.real_corpus_dir`). The other sources ignore it.
+    """
+    v = config.data.voices
+    sets = voices.voice_sets(v.num_user, v.num_eval_user, v.num_third, v.num_assistant,
+                             language=v.language, seed=config.seed)
+    if synth is None:
+        synth = voices.Synthesizer(config.audio.sample_rate, max_words=config.data.max_text_words)
+    return ScenarioContext(
+        synth=synth, voices=sets, split=split, sample_rate=config.audio.sample_rate,
+        max_duration_s=config.data.num_blocks * config.audio.block_ms / 1000.0,
+        block_ms=config.audio.block_ms, timing=contract.TimingRules.from_config(config),
+        tokens_per_block=config.data.tokens_per_block,
+        user_speech=real_speech.bank_from_config(config, split, workdir=workdir))
+
+
+def generate(name: str, rng: np.random.Generator, ctx: ScenarioContext,
+             user_speech: UtteranceBank | None = None) -> Timeline:
+    """The Timeline of scenario `name`, its user turns from `user_speech` when given, else
+    from `ctx.user_speech` when set (a ValueError names an unknown scenario)."""
     if name not in SCENARIOS:
         raise ValueError(f"unknown scenario {name!r}; known: {list(SCENARIOS)}")
+    if user_speech is not None:
+        ctx = dataclasses.replace(ctx, user_speech=user_speech)
     return SCENARIOS[name](rng, ctx)

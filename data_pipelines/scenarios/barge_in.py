@@ -47,18 +47,22 @@ def draw_kind(rng: np.random.Generator, kinds: tuple[tuple[str, float], ...]) ->
     return names[int(rng.choice(len(names), p=np.asarray(weights) / sum(weights)))]
 
 
-def ask_long(rng: np.random.Generator, draft: Draft, attempt: int, user: Speaker,
-             creatures_only: bool = False, stopped: bool = False) -> tuple[world.QA, Reply]:
-    """The user asks a question with a long reply; returns it and the planned reply. Later
-    attempts draw shorter replies, unless the reply is `stopped` (then its length is moot).
-    `creatures_only`: the reply describes a world creature (follow-ups ask about it)."""
+def ask_long(rng: np.random.Generator, ctx: ScenarioContext, attempt: int,
+             creatures_only: bool = False, stopped: bool = False
+             ) -> tuple[Draft, Speaker, world.QA, Reply]:
+    """A new dialogue in which a user asks a question with a long reply: (the draft, the
+    user, the question, the planned reply). Later attempts draw shorter replies, unless the
+    reply is `stopped` (then its length is moot). `creatures_only`: the reply describes a
+    world creature (follow-ups ask about it)."""
+    draft = Draft(ctx)
+    user = speakers.pick_user(rng, ctx, asks=True)
     longest = world.LONG_MAX_WORDS
     max_words = longest if stopped else shrink(attempt, longest, world.LONG_MIN_WORDS, draft.ctx)
     qa = world.long_qa(rng, max_words=max_words, creatures_only=creatures_only)
     question, qa = speakers.ask(rng, draft, user, qa, lead_in_s(rng, attempt),
                                 reply_words=(world.LONG_MIN_WORDS, max_words),
                                 about_world=creatures_only)
-    return qa, draft.plan_reply(qa.answer, question.end_s(draft.ctx.sample_rate))
+    return draft, user, qa, draft.plan_reply(qa.answer, question.end_s(ctx.sample_rate))
 
 
 def interject(rng: np.random.Generator, draft: Draft, reply: Reply, role: str, kind: str,
@@ -75,9 +79,7 @@ def qa_meta(qa: world.QA) -> dict[str, Any]:
 
 def _context_independent(rng, ctx: ScenarioContext, attempt: int, kind: str, echo: bool,
                          scenario: str) -> Timeline:
-    draft = Draft(ctx)
-    user = speakers.pick_user(rng, ctx, asks=True)
-    qa, reply = ask_long(rng, draft, attempt, user, stopped=kind == "trigger")
+    draft, user, qa, reply = ask_long(rng, ctx, attempt, stopped=kind == "trigger")
     meta = dict(qa_meta(qa), should_stop=kind == "trigger", interruption_kind=kind,
                 interruption=None)
     stop_s = None
@@ -117,10 +119,8 @@ def barge_in_cd(rng: np.random.Generator, ctx: ScenarioContext) -> Timeline:
     kind = draw_kind(rng, CD_KINDS)  # once, so that retries to fit do not skew the mixture
 
     def attempt(rng, ctx, i):
-        draft = Draft(ctx)
-        user = speakers.pick_user(rng, ctx, asks=True)
-        qa, reply = ask_long(rng, draft, i, user, creatures_only=True,
-                             stopped=kind == "relevant")
+        draft, user, qa, reply = ask_long(rng, ctx, i, creatures_only=True,
+                                          stopped=kind == "relevant")
         follow = world.follow_up_qa(rng, qa.topic, max_words=shrink(i, 12, 8, ctx))
         meta = dict(qa_meta(qa), should_stop=kind == "relevant", interruption_kind=kind)
         if kind == "irrelevant":
@@ -151,9 +151,7 @@ def barge_in_cd(rng: np.random.Generator, ctx: ScenarioContext) -> Timeline:
 
 def backchannel(rng: np.random.Generator, ctx: ScenarioContext) -> Timeline:
     def attempt(rng, ctx, i):
-        draft = Draft(ctx)
-        user = speakers.pick_user(rng, ctx, asks=True)
-        qa, reply = ask_long(rng, draft, i, user)
+        draft, user, qa, reply = ask_long(rng, ctx, i)
         said = []
         first = world.backchannel(rng)
         event = interject(rng, draft, reply, timeline.USER, "backchannel", user.say(first),
@@ -176,9 +174,7 @@ def backchannel(rng: np.random.Generator, ctx: ScenarioContext) -> Timeline:
 
 def third_speaker(rng: np.random.Generator, ctx: ScenarioContext) -> Timeline:
     def attempt(rng, ctx, i):
-        draft = Draft(ctx)
-        user = speakers.pick_user(rng, ctx, asks=True)
-        qa, reply = ask_long(rng, draft, i, user)
+        draft, user, qa, reply = ask_long(rng, ctx, i)
         text = world.chatter(rng, max_words=shrink(i, 8, 3, ctx))
         # The chatter starts while the assistant speaks and may run on after it finishes.
         start_s = float(rng.uniform(reply.speech_start_s + 0.25, reply.speech_end_s - 0.5))

@@ -42,7 +42,8 @@ class ScenarioContext:
     tokens_per_block: int = 1
     max_attempts: int = 8  # draws of content before a scenario gives up
     # Where user turns come from: None = the context's espeak user voices speaking the
-    # world's text; else an UtteranceBank of real speech (scenarios.real_speech). Every
+    # world's text; else an UtteranceBank of real speech (scenarios.real_speech; the
+    # registry's `make_context` picks it from the config). Every
     # scenario draws its people through scenarios.speakers, which says what a bank supplies.
     user_speech: Any = None
 
@@ -84,30 +85,6 @@ class ScenarioContext:
         """The end of the block in which a reply stopped at `stop_s` falls silent."""
         t = self.timing
         return t.block_start_s(t.heard(stop_s) + t.stop_delay_blocks + 1)
-
-
-def make_context(config, split: str, synth: voices.Synthesizer | None = None,
-                 workdir=None) -> ScenarioContext:
-    """A context from an ml_collections config (audio.*, data.num_blocks, data.voices.*, ...).
-
-    `workdir`: the run directory whose corpus dir holds a real corpus (data.source='corpus')
-    once built; None = data.corpus.data_dir or data.corpus_dir (see
-    `corpus.real_corpus_dir`). The other sources ignore it.
-    """
-    from data_pipelines.scenarios import real_speech  # deferred: it imports this module
-
-    v = config.data.voices
-    sets = voices.voice_sets(v.num_user, v.num_eval_user, v.num_third, v.num_assistant,
-                             language=v.language, seed=config.seed)
-    if synth is None:
-        synth = voices.Synthesizer(config.audio.sample_rate, max_words=config.data.max_text_words)
-    timing = contract.TimingRules(block_ms=config.audio.block_ms, **dict(config.data.timing))
-    return ScenarioContext(
-        synth=synth, voices=sets, split=split, sample_rate=config.audio.sample_rate,
-        max_duration_s=config.data.num_blocks * config.audio.block_ms / 1000.0,
-        block_ms=config.audio.block_ms, timing=timing,
-        tokens_per_block=config.data.tokens_per_block,
-        user_speech=real_speech.bank_from_config(config, split, workdir=workdir))
 
 
 @dataclasses.dataclass(frozen=True)

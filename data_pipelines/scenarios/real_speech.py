@@ -13,8 +13,9 @@ A bank hands out what a speaker says, as a `UserTurn` (a `voices.Utterance`: tex
 
 The scenario generators reach a bank only through `scenarios.speakers` (which also says
 what is taken from a corpus and what is not); `ScenarioContext.user_speech` selects the
-bank. `asr` and `qa` below are those scenarios run on a given bank. `bank_from_config`
-makes the bank `config.data.source` names: FSDD, or a real corpus (`data.corpus`).
+bank (`scenarios.generate(name, rng, ctx, user_speech=bank)` runs a scenario on a given
+one). `bank_from_config` makes the bank `config.data.source` names: FSDD, or a real corpus
+(`data.corpus`), prepared on first use under `paths.real_corpus_dir`.
 """
 
 from __future__ import annotations
@@ -22,18 +23,16 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-from typing import TYPE_CHECKING, Protocol, Sequence
+from typing import Protocol, Sequence
 
 import numpy as np
 
-from data_pipelines import voices, world
-from data_pipelines.scenarios.base import DoesNotFit, ScenarioContext
-from data_pipelines.sources import fsdd
+from data_pipelines import paths, voices, world
+from data_pipelines.scenarios.base import DoesNotFit
+from data_pipelines.sources import REPLY_KINDS, fsdd, real
+from data_pipelines.sources.builder import UtteranceSource
 from data_pipelines.sources.utterances import CorpusUtterance, voiced_span
-from data_pipelines.timeline import Timeline, WordTime
-
-if TYPE_CHECKING:  # the builder module imports tensorflow_datasets: only for type hints
-    from data_pipelines.sources.builder import UtteranceSource
+from data_pipelines.timeline import WordTime
 
 DRAWS = 8  # tries to find an utterance that fits before a bank gives up (DoesNotFit)
 
@@ -222,31 +221,15 @@ class FsddBank:
         return None  # only digit strings it draws itself
 
 
-def asr(rng: np.random.Generator, ctx: ScenarioContext, bank: UtteranceBank) -> Timeline:
-    """The `asr` scenario with the user's utterances from `bank`."""
-    from data_pipelines.scenarios import listening  # deferred: it imports this module
-
-    return listening.asr(rng, dataclasses.replace(ctx, user_speech=bank))
-
-
-def qa(rng: np.random.Generator, ctx: ScenarioContext, bank: UtteranceBank) -> Timeline:
-    """The `qa` scenario with the user's question from `bank` (see `speakers.ask`)."""
-    from data_pipelines.scenarios import dialogue  # deferred: it imports this module
-
-    return dialogue.qa(rng, dataclasses.replace(ctx, user_speech=bank))
-
-
 # data.corpus.replies -> CorpusBank(replies=...); "auto" is None (read the split to find
-# out) for a manifest and False for the layouts whose records never carry a reply.
+# out) for the layouts whose records may carry a reply (`sources.REPLY_KINDS`) and False
+# for the others.
 CORPUS_REPLIES = {"auto": None, "yes": True, "no": False}
-REPLY_KINDS = ("manifest",)
 
 
 def corpus_splits(config) -> dict[str, tuple[str, ...]]:
     """split -> the layout's parts: data.corpus.{train,eval}_parts, empty = the layout's
     DEFAULT_SPLITS (e.g. LibriSpeech train-clean-100 / dev-clean)."""
-    from data_pipelines.sources import real  # deferred: tensorflow_datasets is slow
-
     spec = config.data.corpus
     if spec.kind not in real.BUILDERS:
         raise ValueError(f"config.data.corpus.kind: unknown real corpus {spec.kind!r}; "
@@ -258,13 +241,10 @@ def corpus_splits(config) -> dict[str, tuple[str, ...]]:
 
 def corpus_source(config, split: str, workdir=None) -> UtteranceSource:
     """Split `split` of the real corpus `config.data.corpus` names, prepared on first use
-    under `corpus.real_corpus_dir(config, workdir)`. The build is named by a digest of the
+    under `paths.real_corpus_dir(config, workdir)`. The build is named by a digest of the
     folder, parts, rate, length limit and bad-sample policy (`sources.builder.config_for`),
     so a changed corpus is built anew, never read stale. Only one process should build
     (the main job: process 0, before the others look)."""
-    from data_pipelines import corpus
-    from data_pipelines.sources import real  # deferred: tensorflow_datasets is slow
-
     spec = config.data.corpus
     if not spec.root:
         raise ValueError("config.data.corpus.root: data.source='corpus' needs the corpus "
@@ -276,7 +256,7 @@ def corpus_source(config, split: str, workdir=None) -> UtteranceSource:
     if split not in splits:
         raise ValueError(f"config.data.corpus: a real corpus has the splits {sorted(splits)}, "
                          f"not {split!r}")
-    builder = real.make_builder(spec.kind, spec.root, corpus.real_corpus_dir(config, workdir),
+    builder = real.make_builder(spec.kind, spec.root, paths.real_corpus_dir(config, workdir),
                                 splits=splits, sample_rate=config.audio.sample_rate,
                                 on_bad_sample=config.data.on_bad_sample,
                                 max_seconds=spec.max_seconds, audio_root=spec.audio_root)

@@ -1,69 +1,37 @@
-"""Random-access sources of Timelines for the Grain pipeline.
+"""Where the data comes from: the values of `config.data.source` and the real corpora.
 
-A source is anything with `__len__` and `__getitem__(index) -> Timeline`. `TimelineSource`
-wraps a random-access sequence of serialised records (a TFDS `data_source`, a list) and
-deserialises on access, so reading is lazy and the source pickles cheaply into Grain
-workers. `open_source(config, workdir, split)` opens the source `config.data.source` names:
-  embedded    the generated world (built on first use, see corpus.ensure_corpus)
-  fsdd        the same, with FSDD digit strings as user turns (data.real_dir)
-  corpus      the same, with a real corpus's utterances as user turns (data.corpus)
-  tfds:NAME   a prepared TFDS dataset with the same features, under the corpus directory
+  timelines   random-access Timelines for the Grain pipeline: `open_source(config, workdir,
+              split)` opens the source `config.data.source` names (`DATA_SOURCES`):
+                embedded    the generated world (built on first use, see corpus.ensure_corpus)
+                fsdd        the same, with FSDD digit strings as user turns (data.real_dir)
+                corpus      the same, with a real corpus's utterances as user turns
+                            (data.corpus)
+                tfds:NAME   a prepared TFDS dataset with the same features, under the corpus
+                            directory
+  embedded    the generated world as a TFDS dataset
+  fsdd        the Free Spoken Digit Dataset layout, digit strings
+  real        real speech corpora (`REAL_CORPUS_KINDS`) as TFDS datasets of utterances:
+              builder, librispeech, libriheavy, gigaspeech, manifest; utterances (reading)
+
+This module holds only the names, so that checking a config needs no tensorflow_datasets
+import (`real.BUILDERS` must list exactly `REAL_CORPUS_KINDS`; a test checks it).
 """
 
 from __future__ import annotations
 
-import os
-from typing import Any, Mapping, Sequence
+# config.data.source: the generated world, with its user turns from espeak voices, FSDD or
+# a real corpus; or a prepared TFDS dataset named after the prefix.
+GENERATED_SOURCES = ("embedded", "fsdd", "corpus")
+TFDS_PREFIX = "tfds:"
+DATA_SOURCES = GENERATED_SOURCES + (f"{TFDS_PREFIX}NAME",)
 
-from data_pipelines import serialize
-from data_pipelines.timeline import Timeline
-
-
-class TimelineSource:
-    """Timelines of one split, deserialised on `__getitem__`."""
-
-    def __init__(self, records: Sequence[Mapping[str, Any]], name: str):
-        self._records = records
-        self.name = name
-
-    def __len__(self) -> int:
-        return len(self._records)
-
-    def record(self, index: int) -> Mapping[str, Any]:
-        """The raw serialised record at `index`."""
-        if not 0 <= index < len(self):
-            raise IndexError(f"{self.name}: index {index} outside [0, {len(self)})")
-        return self._records[index]
-
-    def __getitem__(self, index: int) -> Timeline:
-        record = self.record(index)
-        key = record.get("key", index)
-        where = (f"{self.name}[{index}] (dialogue {int(key)}, "
-                 f"scenario {serialize.scenario_of(record)})")
-        return serialize.deserialize(record, where=where)
-
-    def __repr__(self) -> str:
-        return f"TimelineSource({self.name!r}, {len(self)} records)"
+# config.data.corpus.kind (data.source='corpus'): the layouts of `real.BUILDERS`.
+REAL_CORPUS_KINDS = ("librispeech", "libriheavy", "gigaspeech", "manifest")
+# The kinds whose records may carry a reply text (a manifest's `reply` field).
+REPLY_KINDS = ("manifest",)
 
 
-def open_source(config, workdir: str | os.PathLike, split: str) -> TimelineSource:
-    """The source `config.data.source` names, for `split` ('train' or 'eval')."""
-    from data_pipelines import corpus
-
-    kind = config.data.source
-    # Generated corpora; fsdd and corpus draw the user turns from real speech.
-    if kind in ("embedded", "fsdd", "corpus"):
-        from data_pipelines.sources import embedded
-
-        builder = corpus.prepared_builder(config, workdir)
-        return TimelineSource(embedded.record_source(builder, split),
-                              name=f"{builder.builder_config.name}/{split}")
-    if kind.startswith("tfds:"):
-        import tensorflow_datasets as tfds
-
-        name = kind.removeprefix("tfds:")
-        records = tfds.data_source(name, split=split,
-                                   data_dir=os.fspath(corpus.corpus_dir(config, workdir)))
-        return TimelineSource(records, name=f"{name}/{split}")
-    raise ValueError(f"config.data.source: unknown source {kind!r} "
-                     "(expected 'embedded', 'fsdd', 'corpus' or 'tfds:NAME')")
+def is_data_source(source: str) -> bool:
+    """Whether `source` is one of `DATA_SOURCES` ('tfds:' followed by a dataset name)."""
+    return source in GENERATED_SOURCES or (source.startswith(TFDS_PREFIX)
+                                           and len(source) > len(TFDS_PREFIX))

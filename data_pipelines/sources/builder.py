@@ -31,8 +31,9 @@ import tensorflow_datasets as tfds
 from absl import logging
 
 from data_pipelines import serialize
-from data_pipelines.sources.utterances import (POLICIES, BadSample, CorpusUtterance, Item,
-                                              SplitStats, clean_text, read_item_audio)
+from data_pipelines.sources.utterances import (BAD_SAMPLE_POLICIES, BadSample,
+                                              CorpusUtterance, Item, SplitStats, clean_text,
+                                              read_item_audio)
 
 _MAX_REASONS = 20  # reasons kept in the metadata for skipped items
 
@@ -92,8 +93,8 @@ class RealSpeechBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True)
 
     def _split_generators(self, dl_manager):
         del dl_manager  # nothing to download
-        if self.cfg.on_bad_sample not in POLICIES:
-            raise ValueError(f"on_bad_sample must be one of {POLICIES}, got "
+        if self.cfg.on_bad_sample not in BAD_SAMPLE_POLICIES:
+            raise ValueError(f"on_bad_sample must be one of {BAD_SAMPLE_POLICIES}, got "
                              f"{self.cfg.on_bad_sample!r}")
         splits = self.cfg.splits or self.DEFAULT_SPLITS
         if not splits:

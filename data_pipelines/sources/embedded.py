@@ -1,7 +1,7 @@
 """The embedded world as a TFDS dataset (array_record files, random access without TF).
 
 The builder's config carries the whole experiment config; its name is
-`corpus.corpus_fingerprint(config)` (generating config fields + the world's code), so the
+`generation.corpus_fingerprint(config)` (generating config fields + the world's code), so the
 data lives in `DATA_DIR/embedded_world/w<fingerprint>/1.0.0` and a changed config or world
 builds a new corpus instead of silently reusing a stale one.
 
@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import tensorflow_datasets as tfds
 
-from data_pipelines import corpus, serialize
+from data_pipelines import generation, serialize
 
 
 @dataclasses.dataclass(eq=False)
@@ -52,7 +52,7 @@ class EmbeddedWorld(tfds.core.GeneratorBasedBuilder):
             "info": tfds.features.Text(doc="JSON: everything but the audio"),
         })
         metadata = tfds.core.MetadataDict(
-            generating_config=corpus.generating_config(self.world))
+            generating_config=generation.generating_config(self.world))
         return tfds.core.DatasetInfo(
             builder=self, description=__doc__, features=features, metadata=metadata,
             disable_shuffling=True)
@@ -65,9 +65,10 @@ class EmbeddedWorld(tfds.core.GeneratorBasedBuilder):
                 for split, count in counts.items() if count > 0}
 
     def _generate_examples(self, split: str, count: int):
-        stats = corpus.GenerationStats()
-        for index, timeline in corpus.generate_dialogues(self.world, split, count,
-                                                         seed=self.world.seed, stats=stats):
+        stats = generation.GenerationStats()
+        for index, timeline in generation.generate_dialogues(self.world, split, count,
+                                                             seed=self.world.seed,
+                                                             stats=stats):
             yield index, dict(key=index, **serialize.serialize(timeline))
         self.info.metadata[f"{split}_generation"] = dict(
             generated=stats.generated, skipped=stats.skipped, seconds=round(stats.seconds, 2),
@@ -77,7 +78,7 @@ class EmbeddedWorld(tfds.core.GeneratorBasedBuilder):
 
 def make_builder(config, data_dir: str | os.PathLike) -> EmbeddedWorld:
     """The builder of the corpus `config` generates, under `data_dir`."""
-    fingerprint = corpus.corpus_fingerprint(config)
+    fingerprint = generation.corpus_fingerprint(config)
     description = (f"embedded world {config.name!r}, fingerprint {fingerprint} (the generating "
                    "config is in metadata.json)")
     return EmbeddedWorld(data_dir=os.fspath(data_dir), file_format="array_record",

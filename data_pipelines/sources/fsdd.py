@@ -22,9 +22,9 @@ from typing import Callable
 
 import numpy as np
 
-from data_pipelines.sources.utterances import POLICIES, BadSample, voiced_span
+from data_pipelines import audio_io
+from data_pipelines.sources.utterances import BAD_SAMPLE_POLICIES, BadSample, voiced_span
 from data_pipelines.timeline import WordTime
-from omni_jax.audio import io as audio_io
 
 DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 _NAME = re.compile(r"^(?P<digit>\d)_(?P<speaker>[A-Za-z0-9]+)_(?P<take>\d+)$")
@@ -106,8 +106,9 @@ def load_digits(root: str | Path, speakers: list[str], sample_rate: int,
                 keep_take: Callable[[int], bool] | None = None) -> DigitSet:
     """Reads every clip of `speakers` (whose take `keep_take` accepts, if given); bad files
     raise BadSample or are skipped and counted."""
-    if on_bad_sample not in POLICIES:
-        raise ValueError(f"on_bad_sample must be one of {POLICIES}, got {on_bad_sample!r}")
+    if on_bad_sample not in BAD_SAMPLE_POLICIES:
+        raise ValueError(f"on_bad_sample must be one of {BAD_SAMPLE_POLICIES}, got "
+                         f"{on_bad_sample!r}")
     result = DigitSet(clips={s: {} for s in speakers})
     wanted = set(speakers)
     for path in sorted(recordings_dir(root).iterdir()):

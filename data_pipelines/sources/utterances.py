@@ -22,9 +22,12 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from omni_jax.audio import io as audio_io
+from data_pipelines import audio_io
 
-POLICIES = ("raise", "skip")
+# config.data.on_bad_sample: raise an error naming the bad item, or skip it and count it.
+# Every reader of items, dialogues and records (here, fsdd, builder, generation, pipeline)
+# implements both.
+BAD_SAMPLE_POLICIES = ("raise", "skip")
 _SPACES = re.compile(r"\s+")
 
 
@@ -119,7 +122,7 @@ def read_item_audio(item: Item, sample_rate: int) -> np.ndarray:
 
 def _read_segment(item: Item, sample_rate: int) -> np.ndarray:
     """[start, start + duration) of a long recording, seeking instead of decoding it all."""
-    import soundfile as sf
+    import soundfile as sf  # as in audio_io: only reading audio needs it
 
     path = item.path
     if not path.is_file():
@@ -136,20 +139,20 @@ def _read_segment(item: Item, sample_rate: int) -> np.ndarray:
                     f"{path}: segment {item.start_s:.2f}+{item.duration_s}s ends past the "
                     f"end of the file ({total / native:.2f}s)")
             f.seek(first)
-            audio_TxC = f.read(min(count, total - first), dtype="float32", always_2d=True)
+            audio_TxCh = f.read(min(count, total - first), dtype="float32", always_2d=True)
     except audio_io.AudioError:
         raise
     except Exception as e:  # soundfile's errors are not one type
         raise audio_io.AudioError(f"{path}: unreadable audio ({e})") from None
-    if audio_TxC.shape[0] == 0:
+    if audio_TxCh.shape[0] == 0:
         raise audio_io.AudioError(f"{path}: segment at {item.start_s:.2f}s has no samples")
     if item.channel is None:
-        audio_T = audio_TxC.mean(axis=1)
-    elif 0 <= item.channel < audio_TxC.shape[1]:
-        audio_T = audio_TxC[:, item.channel]
+        audio_T = audio_TxCh.mean(axis=1)
+    elif 0 <= item.channel < audio_TxCh.shape[1]:
+        audio_T = audio_TxCh[:, item.channel]
     else:
         raise audio_io.AudioError(f"{path}: channel {item.channel} asked for, file has "
-                                  f"{audio_TxC.shape[1]}")
+                                  f"{audio_TxCh.shape[1]}")
     if not np.all(np.isfinite(audio_T)):
         raise audio_io.AudioError(f"{path}: NaN or Inf samples")
     return audio_io.resample(audio_T, native, sample_rate)

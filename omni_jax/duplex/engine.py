@@ -2,7 +2,8 @@
 
 `DuplexEngine.run` feeds the environment audio block by block through ONE jitted function
 per block (model step + sampling + speak/listen state machine + feedback), so that what is
-evaluated is exactly what is trained (DESIGN.md, "The step function is the model").
+evaluated is exactly what is trained (docs/ARCHITECTURE.md, "The step function is the
+model").
 
 Feedback, following the render layout (`data_pipelines.render`, `contract.TimingRules`):
   tokens     the input of block k+1 is the token emitted in block k (BOS first). Emissions
@@ -16,14 +17,11 @@ Feedback, following the render layout (`data_pipelines.render`, `contract.Timing
 
 Speech inside the loop. The synthesizer emits log-mel; the fed-back stream needs samples,
 and Griffin-Lim (iterative, whole-utterance) cannot run per block inside jit. So the loop
-uses `StreamingMelInverse`: a fixed non-negative linear mel -> linear-power map (exact for
-a flat spectrum within each filter), random phase, and causal overlap-add with the
-frontend's own framing. Frame j of a block ends at sample (j+1)*hop, so the last
-`win - hop` samples of a block are complete only after the next block's frames: the
-inverse emits them one block later, a fixed 15 ms (at 25/10 ms framing) lookahead delay.
-It is calibrated so that the frontend's log-mel of its output matches the input log-mel
-(tests/test_engine.py). `EngineResult.speech_audio(vocoder)` re-synthesises the kept mel
-offline with a better vocoder (Griffin-Lim) for listening and ASR-based metrics.
+uses the vocoders' `omni_jax.audio.vocoder.StreamingMelInverse` (random phase, causal
+overlap-add with the frontend's own framing, a fixed 15 ms delay, calibrated so that the
+frontend's log-mel of its output matches the input log-mel: tests/test_vocoder.py).
+`EngineResult.speech_audio(vocoder)` re-synthesises the kept mel offline with a better
+vocoder (Griffin-Lim) for listening and ASR-based metrics.
 
 State machines (per emitted token, in slot order; `speaking[k]` = state after block k):
   explicit     <shift> toggles listen <-> speak.
@@ -42,8 +40,6 @@ a transition or token "at" block k has time k*B (B = block_ms), the contract's i
 from __future__ import annotations
 
 import dataclasses
-import functools
-import math
 from typing import Any
 
 import jax
@@ -51,68 +47,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from data_pipelines import contract
-from omni_jax.audio.frontend import LOG_FLOOR, LogMelFrontend
-
-THINK_ID = contract.STATE_TOKEN_IDS[contract.THINK]
-SHIFT_ID = contract.STATE_TOKEN_IDS[contract.SHIFT]
-START_ID = contract.STATE_TOKEN_IDS[contract.START_SPEAK]
-END_ID = contract.STATE_TOKEN_IDS[contract.END_SPEAK]
-FIRST_TEXT_ID = max(contract.STATE_TOKEN_IDS.values()) + 1  # control and state ids come first
-SILENCE_LOG_MEL = math.log(LOG_FLOOR)
-
-
-@dataclasses.dataclass(frozen=True)
-class StreamingMelInverse:
-    """Jittable, causal log-mel -> waveform for the fed-back assistant stream.
-
-    Per frame: mel power -> linear power (each FFT bin takes the mean of its filters'
-    per-bin power), magnitude with uniform random phase, inverse FFT, the frontend's Hann
-    window, overlap-add at the frontend's hop. Random-phase frames add incoherently, so
-    the sum is normalised by sqrt(sum of squared windows); `gain` undoes the analysis
-    window's energy so that re-analysis gives back the input level.
-    """
-
-    frontend: LogMelFrontend
-
-    @functools.cached_property
-    def _constants(self):
-        import librosa  # the frontend's filterbank (same call), a numpy constant
-
-        f = self.frontend
-        basis_NxM = librosa.filters.mel(sr=f.sample_rate, n_fft=f.n_fft, n_mels=f.n_mels).T
-        per_bin_M = basis_NxM.sum(axis=0)  # a flat spectrum p gives mel power p * per_bin
-        cover_N = basis_NxM.sum(axis=1)
-        weights_NxM = basis_NxM / np.where(cover_N > 0, cover_N, 1.0)[:, None]
-        to_linear_MxN = (weights_NxM / per_bin_M[None]).T
-        window_W = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(f.win) / f.win)
-        energy_H = np.array([np.sum(window_W[r::f.hop] ** 2) for r in range(f.hop)])
-        gain = math.sqrt(f.n_fft / np.sum(window_W ** 2))
-        return (to_linear_MxN.astype(np.float32), window_W.astype(np.float32),
-                (gain / np.sqrt(energy_H)).astype(np.float32))
-
-    def init_state(self, batch: int) -> jax.Array:
-        """The overlap-add tail: `win - hop` samples not yet complete."""
-        return jnp.zeros((batch, self.frontend.overlap), jnp.float32)
-
-    def step(self, log_mel_BxFxM: jax.Array, tail_BxO: jax.Array, key: jax.Array):
-        """One block of F frames -> (F*hop samples delayed by win - hop, new tail)."""
-        f = self.frontend
-        to_linear_MxN, window_W, norm_H = self._constants
-        b, num_frames, _ = log_mel_BxFxM.shape
-        mel_power_BxFxM = jnp.maximum(jnp.exp(log_mel_BxFxM) - LOG_FLOOR, 0.0)
-        power_BxFxN = jnp.einsum("bfm,mn->bfn", mel_power_BxFxM, to_linear_MxN,
-                                 precision="highest")
-        phase_BxFxN = jax.random.uniform(key, power_BxFxN.shape, maxval=2 * jnp.pi)
-        spec_BxFxN = jnp.sqrt(power_BxFxN) * jnp.exp(1j * phase_BxFxN)
-        frames_BxFxW = jnp.fft.irfft(spec_BxFxN, n=f.n_fft, axis=-1)[..., :f.win] * window_W
-        # Buffer position 0 is the block's sample -overlap: frame j covers [j*hop, j*hop+win).
-        index_FxW = np.arange(num_frames)[:, None] * f.hop + np.arange(f.win)[None]
-        size = num_frames * f.hop
-        buffer_BxL = jnp.zeros((b, size + f.overlap), jnp.float32)
-        buffer_BxL = buffer_BxL.at[:, index_FxW].add(frames_BxFxW.astype(jnp.float32))
-        buffer_BxL = buffer_BxL.at[:, :f.overlap].add(tail_BxO)
-        audio_BxS = buffer_BxL[:, :size] * np.tile(norm_H, num_frames)
-        return jnp.clip(audio_BxS, -1.0, 1.0), buffer_BxL[:, size:]
+from data_pipelines.contract import (END_SPEAK_ID, FIRST_TEXT_ID, SHIFT_ID, START_SPEAK_ID,
+                                     THINK_ID)
+from omni_jax.audio.frontend import LogMelFrontend
+from omni_jax.audio.frontend import SILENCE_LOG_MEL
+from omni_jax.audio.vocoder import StreamingMelInverse
 
 
 def advance_state(thinking: str, raw_BxN: jax.Array, speaking_B: jax.Array,
@@ -127,10 +66,10 @@ def advance_state(thinking: str, raw_BxN: jax.Array, speaking_B: jax.Array,
                                                              emitted_BxN[:, n]))
             speaking_B = speaking_B ^ shift_B
         elif thinking == "negative_ce":
-            start_B = (token_B == START_ID) & ~speaking_B
-            end_B = (token_B == END_ID) & speaking_B
-            emitted_BxN = emitted_BxN.at[:, n].set(
-                jnp.where(start_B, START_ID, jnp.where(end_B, END_ID, emitted_BxN[:, n])))
+            start_B = (token_B == START_SPEAK_ID) & ~speaking_B
+            end_B = (token_B == END_SPEAK_ID) & speaking_B
+            emitted_BxN = emitted_BxN.at[:, n].set(jnp.where(
+                start_B, START_SPEAK_ID, jnp.where(end_B, END_SPEAK_ID, emitted_BxN[:, n])))
             speaking_B = (speaking_B | start_B) & ~end_B
         elif thinking != "implicit":
             raise ValueError(f"thinking {thinking!r} is not one of {contract.THINKING_VARIANTS}")
@@ -166,8 +105,8 @@ class EngineResult:
 
     def text_ids(self) -> list[list[int]]:
         """Each stream's emitted text token ids, in order."""
-        flat_BxP = self.tokens.reshape(self.num_streams, -1)
-        return [[int(t) for t in row if t >= FIRST_TEXT_ID] for row in flat_BxP]
+        flat_BxT = self.tokens.reshape(self.num_streams, -1)
+        return [[int(t) for t in row if t >= FIRST_TEXT_ID] for row in flat_BxT]
 
     def text(self, tokenizer) -> list[str]:
         """Each stream's decoded text."""
@@ -256,10 +195,10 @@ class DuplexEngine:
         tokens_BxN = state["tokens"] if forced_tokens_BxN is None else forced_tokens_BxN
         asst_BxS = state["asst"] if forced_asst_BxS is None else forced_asst_BxS
         # History covers assistant-stream samples [k*S - max_delay, (k+1)*S).
-        history_BxH = jnp.concatenate([state["history"][:, s:], asst_BxS], axis=1)
-        max_delay = history_BxH.shape[1] - s
+        history_BxT = jnp.concatenate([state["history"][:, s:], asst_BxS], axis=1)
+        max_delay = history_BxT.shape[1] - s
         index_BxS = (max_delay - echo["delay"])[:, None] + jnp.arange(s)[None]
-        echo_BxS = echo["gain"][:, None] * jnp.take_along_axis(history_BxH, index_BxS, axis=1)
+        echo_BxS = echo["gain"][:, None] * jnp.take_along_axis(history_BxT, index_BxS, axis=1)
         heard_BxS = env_BxS + echo_BxS
         carry, out = self.model.step(params, state["model"], dict(
             env_audio=heard_BxS, asst_audio=asst_BxS, tokens=tokens_BxN))
@@ -274,7 +213,7 @@ class DuplexEngine:
         speech_BxS = jnp.where(speaking_B[:, None], speech_BxS, 0.0)
 
         state = dict(model=carry, tokens=emitted_BxN[:, -1:], speaking=speaking_B,
-                     asst=speech_BxS, tail=tail, history=history_BxH, key=key)
+                     asst=speech_BxS, tail=tail, history=history_BxT, key=key)
         record = dict(input_tokens=tokens_BxN, tokens=emitted_BxN, raw_tokens=raw_BxN,
                       speaking=speaking_B, speak_prob=jax.nn.sigmoid(out["speak_logit"]),
                       mel=mel_BxFxM, speech=speech_BxS, env_audio=heard_BxS,

@@ -26,6 +26,7 @@ import numpy as np
 
 from data_pipelines import contract
 from data_pipelines.tokenizer import normalize
+from omni_jax.audio.frontend import LogMelFrontend
 
 _EPS = 1e-12
 
@@ -224,8 +225,6 @@ def log_spectral_distance(estimate: np.ndarray, reference: np.ndarray, *, n_fft:
 def mel_distance(generated: np.ndarray, reference: np.ndarray, frontend=None) -> float:
     """Mean |log-mel(generated) - log-mel(reference)| in the frontend's natural-log units,
     over the frames both cover (a speech-quality proxy; 0 for identical audio)."""
-    from omni_jax.audio.frontend import LogMelFrontend  # JAX only when needed
-
     frontend = frontend or LogMelFrontend()
     length = min(np.size(generated), np.size(reference)) // frontend.hop * frontend.hop
     if length == 0:

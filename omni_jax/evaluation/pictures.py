@@ -13,15 +13,12 @@ from pathlib import Path
 
 import numpy as np
 
-from data_pipelines import contract
+from data_pipelines import audio_io, contract
 from data_pipelines.plot import save_timeline
-from omni_jax.audio import io as audio_io
-from omni_jax.duplex.engine import FIRST_TEXT_ID
 
 _STATE_NAMES = {contract.THINK: "·", contract.SHIFT: "SHIFT", contract.START_SPEAK: "START",
                 contract.END_SPEAK: "END", contract.PAD: "", contract.BOS: "BOS"}
-_STATE_IDS = {contract.STATE_TOKEN_IDS[name] for name in
-              (contract.SHIFT, contract.START_SPEAK, contract.END_SPEAK)}
+_TRANSITION_IDS = {contract.SHIFT_ID, contract.START_SPEAK_ID, contract.END_SPEAK_ID}
 
 
 def _piece(tokenizer, token: int) -> str:
@@ -34,7 +31,7 @@ def _piece(tokenizer, token: int) -> str:
 def plot_case(result, stream: int, reference: dict, tokenizer, path: str | Path, *,
               frontend, title: str = "") -> Path:
     """A PNG of one stream of an `EngineResult` against its reference rendering."""
-    import matplotlib
+    import matplotlib  # deferred: a second of import time, needed only for pictures
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -69,8 +66,8 @@ def plot_case(result, stream: int, reference: dict, tokenizer, path: str | Path,
     for k in range(num_blocks):
         x = (k + 0.5) * block_s
         token = int(result.tokens[stream, k, -1])
-        color = ("#d62728" if token in _STATE_IDS else "#1f77b4"
-                 if token >= FIRST_TEXT_ID else "#999999")
+        color = ("#d62728" if token in _TRANSITION_IDS else "#1f77b4"
+                 if token >= contract.FIRST_TEXT_ID else "#999999")
         ax.text(x, 0.65, _piece(tokenizer, token), rotation=90, ha="center", va="center",
                 fontsize=6, color=color)
         ax.text(x, 0.15, _piece(tokenizer, int(labels_K[k])), rotation=90, ha="center",

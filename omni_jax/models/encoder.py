@@ -4,17 +4,20 @@
                  -> num_layers Mamba or block-causal transformer layers (25 Hz)
                  -> stack `stack` adjacent frames, project to width, RMSNorm (one per block)
 
-Every stage is causal at block granularity, so the encoder streams: `step` takes the mel
+Every stage is causal at block granularity, so the encoder streams: `step` takes the F mel
 frames of one block (F = subsample * stack) plus the carried state and returns that
 block's embedding, and scanning `step` over K blocks equals the parallel `__call__`.
-The output width is `width`; the connector to the LLM width lives with the LLM.
+The output width is D = `width`; the connector to the LLM width lives with the duplex model.
 
-State pytree (all shapes fixed; `init_state(batch)` gives zeros):
-    {"subsample": ((B, 1, n_mels), (B, 1, width), ...)  last input frame of each conv,
-     "layers": mamba:       {"conv": (layers, B, conv_kernel-1, inner),
-                             "ssm":  (layers, B, inner, state_size) float32}
-               transformer: {"k", "v": (layers, B, max_blocks*stack, heads, head_dim)},
+State pytree (all shapes fixed; `init_state(batch)` gives zeros; letters: `omni_jax.models`,
+Y = num_layers, W = conv_kernel, I = inner, Z = state_size, C = max_blocks * stack):
+    {"subsample": (Bx1xM, Bx1xD, ...)  last input frame of each subsampling conv,
+     "layers": mamba:       {"conv": YxBx(W-1)xI,
+                             "ssm":  YxBxIxZ float32}
+               transformer: {"k", "v": YxBxCxHxQ},
      "pos": int32 scalar}   frames seen at the layers' rate (RoPE position of the next one)
+
+`ENCODER_KINDS` owns the allowed values of `model.encoder.kind`.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from omni_jax.models import layers
 from omni_jax.models.encoder_transformer import TransformerLayer
 from omni_jax.models.mamba import MambaLayer
 
-KINDS = ("mamba", "transformer")
+ENCODER_KINDS = ("mamba", "transformer")  # the allowed values of model.encoder.kind
 CONV_KERNEL = 3  # subsampling convs: kernel 3, stride 2 -> one frame of left context each
 CONV_STRIDE = 2
 
@@ -50,7 +53,7 @@ class StreamingEncoder(nn.Module):
     dtype: str = "float32"
     remat: str = "none"
     max_blocks: int = 128  # transformer: attention window and KV-cache length, in blocks
-    scan: str = "associative"  # mamba: selective-scan implementation (see mamba.py)
+    scan: str = "associative"  # mamba: selective-scan implementation (mamba.MAMBA_SCANS)
 
     @classmethod
     def from_config(cls, config, **overrides) -> StreamingEncoder:
@@ -89,7 +92,7 @@ class StreamingEncoder(nn.Module):
             return TransformerLayer, dict(width=self.width, num_heads=self.num_heads,
                                           frames_per_block=self.stack,
                                           window_blocks=self.max_blocks, dtype=dtype)
-        raise ValueError(f"unknown encoder kind {self.kind!r}; known {KINDS}")
+        raise ValueError(f"unknown encoder kind {self.kind!r}; known {ENCODER_KINDS}")
 
     def init_state(self, batch: int) -> dict:
         """Zero state before the first block; needs no parameters."""
@@ -122,39 +125,43 @@ class StreamingEncoder(nn.Module):
         self.stack_proj = layers.Dense(self.width, (None, "embed"), dtype=dtype)
         self.out_norm = layers.RMSNorm(dtype)
 
-    def __call__(self, mel_BxTxM: jax.Array) -> jax.Array:
-        """Parallel form: mel_BxTxM (T = K * frames_per_block) -> emb_BxKxD."""
-        state = self.init_state(mel_BxTxM.shape[0])
+    def __call__(self, mel_BxFxM: jax.Array) -> jax.Array:
+        """Parallel form: mel_BxFxM (F = K * frames_per_block) -> emb_BxKxD."""
+        state = self.init_state(mel_BxFxM.shape[0])
         if self.kind == "transformer":
             state["layers"] = None  # whole-sequence attention; no cache needed
-        emb_BxKxD, _ = self._encode(mel_BxTxM, state)
+        emb_BxKxD, _ = self._encode(mel_BxFxM, state)
         return emb_BxKxD
 
     def step(self, mel_BxFxM: jax.Array, state: dict):
-        """Streaming form: one block's frames (or a few whole blocks) -> (emb_Bx1xD, state)."""
+        """Streaming form: one block's F frames (or a few whole blocks) -> (emb_Bx1xD, state)."""
         return self._encode(mel_BxFxM, state)
 
-    def _encode(self, mel_BxTxM: jax.Array, state: dict):
-        batch, frames, _ = mel_BxTxM.shape
+    def _encode(self, mel_BxFxM: jax.Array, state: dict):
+        batch, frames, _ = mel_BxFxM.shape
         if frames % self.frames_per_block:
             raise ValueError(f"{frames} mel frames are not whole blocks of "
                              f"{self.frames_per_block}")
         dtype = layers.compute_dtype(self.dtype)
-        h_BxLxC = mel_BxTxM.astype(dtype)
+        # h: BxFxM before the first conv; each conv halves the frames and outputs D channels.
+        h = mel_BxFxM.astype(dtype)
         contexts = []
-        for conv, context_Bx1xC in zip(self.convs, state["subsample"]):
-            # The carried frame is this chunk's left context: a causal, streamable conv.
-            buf_BxLxC = jnp.concatenate([context_Bx1xC, h_BxLxC], axis=1)
-            contexts.append(buf_BxLxC[:, h_BxLxC.shape[1]:])
-            h_BxLxC = nn.gelu(conv(buf_BxLxC))
-        h_BxLxD = layers.constrain(h_BxLxC, ("batch", "length", "embed"))
+        for conv, context in zip(self.convs, state["subsample"]):
+            # The carried frame (Bx1x channels) is this chunk's left context: a causal,
+            # streamable conv.
+            buf = jnp.concatenate([context, h], axis=1)
+            contexts.append(buf[:, h.shape[1]:])
+            h = nn.gelu(conv(buf))
+        # L positions at the layers' rate: the whole sequence is one chunk in parallel form.
+        h_BxLxD = layers.constrain(h, ("batch", "length", "embed"))
 
         pos = state["pos"]
         extra = (pos,) if self.kind == "transformer" else ()
         h_BxLxD, layer_state = self.encoder_layers(h_BxLxD, state["layers"], *extra)
 
-        stacked_BxKxSD = h_BxLxD.reshape(batch, -1, self.stack * self.width)
-        emb_BxKxD = self.out_norm(self.stack_proj(stacked_BxKxSD))
+        # The `stack` adjacent frames of each block side by side: BxKx(stack*D).
+        stacked = h_BxLxD.reshape(batch, -1, self.stack * self.width)
+        emb_BxKxD = self.out_norm(self.stack_proj(stacked))
         emb_BxKxD = layers.constrain(emb_BxKxD, ("batch", "blocks", "embed"))
         new_state = {"subsample": tuple(contexts), "layers": layer_state,
                      "pos": pos + h_BxLxD.shape[1]}

@@ -10,7 +10,8 @@ before it. The same layer runs both forms:
   frame p < pos + L with p % slots == s; frames that fell out of the window are overwritten.
 
 Positions enter through RoPE (absolute positions, so only relative offsets matter).
-Cache per layer: {"k", "v": B x slots x heads x head_dim, compute dtype}.
+Cache per layer: {"k", "v": BxCxHxQ, compute dtype} over C = window_blocks * frames_per_block
+slots (letters: `omni_jax.models`; L is the frames of the chunk a call appends).
 """
 
 from __future__ import annotations
@@ -22,16 +23,17 @@ import jax.numpy as jnp
 from omni_jax.models import layers
 
 
-def rope(x_BxLxHxK: jax.Array, pos_L: jax.Array, theta: float = 10000.0) -> jax.Array:
+def rope(x_BxLxHxQ: jax.Array, pos_L: jax.Array, theta: float = 10000.0) -> jax.Array:
     """Rotary position embedding (rotate-half form) at integer positions `pos_L`."""
-    half = x_BxLxHxK.shape[-1] // 2
-    freq_K = theta ** (-jnp.arange(half, dtype=jnp.float32) / half)
-    angle_LxK = pos_L.astype(jnp.float32)[:, None] * freq_K
-    sin_Lx1xK, cos_Lx1xK = jnp.sin(angle_LxK)[:, None], jnp.cos(angle_LxK)[:, None]
-    x1, x2 = jnp.split(x_BxLxHxK.astype(jnp.float32), 2, axis=-1)
-    rotated = jnp.concatenate([x1 * cos_Lx1xK - x2 * sin_Lx1xK,
-                               x2 * cos_Lx1xK + x1 * sin_Lx1xK], axis=-1)
-    return rotated.astype(x_BxLxHxK.dtype)
+    half = x_BxLxHxQ.shape[-1] // 2
+    freq_J = theta ** (-jnp.arange(half, dtype=jnp.float32) / half)
+    angle_LxJ = pos_L.astype(jnp.float32)[:, None] * freq_J
+    sin_Lx1xJ, cos_Lx1xJ = jnp.sin(angle_LxJ)[:, None], jnp.cos(angle_LxJ)[:, None]
+    x1_BxLxHxJ, x2_BxLxHxJ = jnp.split(x_BxLxHxQ.astype(jnp.float32), 2, axis=-1)
+    rotated_BxLxHxQ = jnp.concatenate([x1_BxLxHxJ * cos_Lx1xJ - x2_BxLxHxJ * sin_Lx1xJ,
+                                       x2_BxLxHxJ * cos_Lx1xJ + x1_BxLxHxJ * sin_Lx1xJ],
+                                      axis=-1)
+    return rotated_BxLxHxQ.astype(x_BxLxHxQ.dtype)
 
 
 class TransformerLayer(nn.Module):
@@ -63,42 +65,42 @@ class TransformerLayer(nn.Module):
         qkv_axes = ("embed", "heads", "kv")
         x_BxLxD = layers.RMSNorm(self.dtype, name="attn_norm")(h_BxLxD)
         pos_L = pos + jnp.arange(length)
-        q_BxLxHxK, k_BxLxHxK, v_BxLxHxK = (
+        q_BxLxHxQ, k_BxLxHxQ, v_BxLxHxQ = (
             layers.Dense((self.num_heads, self.head_dim), qkv_axes, dtype=self.dtype,
                          name=name)(x_BxLxD) for name in ("query", "key", "value"))
-        q_BxLxHxK, k_BxLxHxK = rope(q_BxLxHxK, pos_L), rope(k_BxLxHxK, pos_L)
+        q_BxLxHxQ, k_BxLxHxQ = rope(q_BxLxHxQ, pos_L), rope(k_BxLxHxQ, pos_L)
 
-        if cache is None:
-            keys_BxSxHxK, values_BxSxHxK, key_pos_S = k_BxLxHxK, v_BxLxHxK, pos_L
+        if cache is None:  # the parallel form: the keys are the chunk itself, C = L
+            keys_BxCxHxQ, values_BxCxHxQ, key_pos_C = k_BxLxHxQ, v_BxLxHxQ, pos_L
         else:
             if length > self.slots:
                 raise ValueError(f"a chunk of {length} frames exceeds the {self.slots}-slot "
                                  "cache; stream fewer blocks per call")
             slot_L = pos_L % self.slots
-            keys_BxSxHxK = cache["k"].at[:, slot_L].set(k_BxLxHxK)
-            values_BxSxHxK = cache["v"].at[:, slot_L].set(v_BxLxHxK)
-            cache = {"k": keys_BxSxHxK, "v": values_BxSxHxK}
-            slot_S = jnp.arange(self.slots)
-            key_pos_S = slot_S + self.slots * ((pos + length - 1 - slot_S) // self.slots)
+            keys_BxCxHxQ = cache["k"].at[:, slot_L].set(k_BxLxHxQ)
+            values_BxCxHxQ = cache["v"].at[:, slot_L].set(v_BxLxHxQ)
+            cache = {"k": keys_BxCxHxQ, "v": values_BxCxHxQ}
+            slot_C = jnp.arange(self.slots)
+            key_pos_C = slot_C + self.slots * ((pos + length - 1 - slot_C) // self.slots)
 
         q_block_L = pos_L // self.frames_per_block
-        k_block_S = key_pos_S // self.frames_per_block
-        mask_LxS = ((key_pos_S >= 0)[None, :]
-                    & (k_block_S[None, :] <= q_block_L[:, None])
-                    & (k_block_S[None, :] > q_block_L[:, None] - self.window_blocks))
-        logits_BxHxLxS = jnp.einsum("blhk,bshk->bhls", q_BxLxHxK, keys_BxSxHxK,
+        k_block_C = key_pos_C // self.frames_per_block
+        mask_LxC = ((key_pos_C >= 0)[None, :]
+                    & (k_block_C[None, :] <= q_block_L[:, None])
+                    & (k_block_C[None, :] > q_block_L[:, None] - self.window_blocks))
+        logits_BxHxLxC = jnp.einsum("blhq,bchq->bhlc", q_BxLxHxQ, keys_BxCxHxQ,
                                     preferred_element_type=jnp.float32)
-        logits_BxHxLxS = jnp.where(mask_LxS, logits_BxHxLxS * self.head_dim ** -0.5,
+        logits_BxHxLxC = jnp.where(mask_LxC, logits_BxHxLxC * self.head_dim ** -0.5,
                                    jnp.finfo(jnp.float32).min)
-        probs_BxHxLxS = jax.nn.softmax(logits_BxHxLxS, axis=-1).astype(self.dtype)
-        att_BxLxHxK = jnp.einsum("bhls,bshk->blhk", probs_BxHxLxS, values_BxSxHxK)
+        probs_BxHxLxC = jax.nn.softmax(logits_BxHxLxC, axis=-1).astype(self.dtype)
+        att_BxLxHxQ = jnp.einsum("bhlc,bchq->blhq", probs_BxHxLxC, values_BxCxHxQ)
         h_BxLxD = h_BxLxD + layers.Dense(self.width, ("heads", "kv", "embed"), axis=(-2, -1),
-                                         dtype=self.dtype, name="out")(att_BxLxHxK)
+                                         dtype=self.dtype, name="out")(att_BxLxHxQ)
         h_BxLxD = layers.constrain(h_BxLxD, ("batch", "length", "embed"))
 
         x_BxLxD = layers.RMSNorm(self.dtype, name="mlp_norm")(h_BxLxD)
-        x_BxLxF = nn.gelu(layers.Dense(self.mlp_ratio * self.width, ("embed", "mlp"),
+        x_BxLxI = nn.gelu(layers.Dense(self.mlp_ratio * self.width, ("embed", "mlp"),
                                        dtype=self.dtype, name="mlp_in")(x_BxLxD))
         h_BxLxD = h_BxLxD + layers.Dense(self.width, ("mlp", "embed"), dtype=self.dtype,
-                                         name="mlp_out")(x_BxLxF)
+                                         name="mlp_out")(x_BxLxI)
         return layers.constrain(h_BxLxD, ("batch", "length", "embed")), cache

@@ -2,9 +2,13 @@
 constraints, compute dtypes, and layer stacking with named remat policies.
 
 Parameters are always float32 and carry logical axis names (`embed`, `mlp`, `heads`, `kv`,
-`state`, `conv`, `mel`, and `layers` for scanned stacks) through
+`state`, `conv`, `mel`, `vocab`, and `layers` for scanned stacks) through
 `nn.with_logical_partitioning`; the config's rules table maps them to mesh axes. Outside a
 mesh with rules, the annotations and `constrain` are no-ops.
+
+`DTYPES` (compute dtype names) and `REMAT_POLICIES` (remat policy names) own the allowed
+values of `model.dtype` and `model.remat` / `model.<part>.remat`. Shape letters: see
+`omni_jax.models`.
 """
 
 from __future__ import annotations
@@ -32,6 +36,24 @@ def part_remat(model_cfg, part: str) -> str:
     """The remat policy of one part's layer stack ('encoder', 'llm' or 'synth'):
     `model.<part>.remat` when set, else the global `model.remat`."""
     return model_cfg[part].get("remat", "") or model_cfg.remat
+
+
+def check_choices(**fields: tuple[str, object]) -> None:
+    """`model.NAME=(value, known)` pairs: a value outside `known` is a ValueError naming it."""
+    for name, (value, known) in fields.items():
+        if value not in known:
+            raise ValueError(f"model.{name}: {value!r} is not one of {list(known)}")
+
+
+def check_heads(part: str, width: int, num_heads: int, num_kv_heads: int) -> None:
+    """Attention shapes of `model.PART`: heads split the width into even (RoPE) halves and
+    key/value heads divide the query heads."""
+    if width % num_heads or (width // num_heads) % 2:
+        raise ValueError(f"model.{part}.num_heads: {num_heads} heads must split width "
+                         f"{width} into heads of even size (RoPE)")
+    if num_heads % num_kv_heads:
+        raise ValueError(f"model.{part}.num_kv_heads: {num_kv_heads} does not divide "
+                         f"{num_heads} heads")
 
 
 def compute_dtype(name) -> jnp.dtype:
@@ -92,7 +114,8 @@ class Dense(nn.Module):
 
 
 class RMSNorm(nn.Module):
-    """Root-mean-square norm over the last axis, computed in float32."""
+    """Root-mean-square norm over the last axis (D), computed in float32; `eps` is added to
+    the mean square (the LLM uses 1e-5, the encoder and synthesizer 1e-6)."""
 
     dtype: jnp.dtype = jnp.float32
     eps: float = 1e-6
@@ -111,8 +134,8 @@ def stack_layers(layer_cls: type[nn.Module], num_layers: int, remat: str = "none
     """`layer_cls(carry, xs, *broadcast) -> (carry, ys)` scanned over a `layers` axis.
 
     Params (and `xs`/`ys`, e.g. per-layer streaming states) are stacked along a leading
-    axis of size `num_layers`; the extra arguments are shared by every layer. `remat` names
-    the rematerialization policy applied to each layer.
+    axis Y of size `num_layers`; the `num_broadcast_args` extra arguments are shared by
+    every layer. `remat` names the rematerialization policy applied to each layer.
     """
     if remat not in REMAT_POLICIES:
         raise ValueError(f"unknown remat policy {remat!r}; known {list(REMAT_POLICIES)}")
@@ -125,5 +148,6 @@ def stack_layers(layer_cls: type[nn.Module], num_layers: int, remat: str = "none
 
 
 def stacked(tree, num_layers: int):
-    """Zeros shaped like `tree` with a leading `layers` axis: per-layer states for a stack."""
+    """Zeros shaped like `tree` with a leading `layers` axis Y of size `num_layers`: the
+    per-layer states of a stack."""
     return jax.tree.map(lambda x: jnp.zeros((num_layers,) + x.shape, x.dtype), tree)

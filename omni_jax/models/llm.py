@@ -6,22 +6,24 @@ a SwiGLU MLP, followed by a final RMSNorm and an untied output projection. Besid
 logits, a call returns the residual stream after layer `hidden_layer` (the synthesizer's
 input), selected inside the layer scan so that no stack of all layers is kept.
 
-Fusions (`model.fusion`):
+Fusions (`model.fusion`; `FUSIONS` owns the allowed values):
   interleave       a plain decoder; the caller builds [env emb, asst emb, tokens] per block.
   cross_attention  layers e-1, 2e-1, ... (e = `cross_attention_every`) add a gated
-                   cross-attention sublayer (Flamingo: tanh gate initialised at 0) reading an
-                   encoder memory with one entry per block.
-Layers are `nn.scan`ned in groups of e layers (e = 1 for interleave), so parameters carry a
-leading `layers` axis of length num_layers / e; each group is rematerialised with the
-named policy `remat`.
+                   cross-attention sublayer (Flamingo: tanh gate initialised at 0) reading a
+                   memory of U entries of width E = `memory_dim` (in the duplex model: two
+                   connector outputs per block, at the LLM width).
+Layers are stacked with `layers.stack_layers` in groups of e layers (e = 1 for interleave),
+so parameters carry a leading `layers` axis of length num_layers / e; each group is
+rematerialised with the named policy `remat`.
 
-`step` appends a chunk of positions (and optionally new memory entries) to a fixed-size
-cache and equals `__call__` with a causal mask. The cache is a plain dict (`init_cache`):
+`step` appends a chunk of L positions (and optionally new memory entries) to a fixed-size
+cache and equals `__call__` with a causal mask. The cache is a plain dict (`init_cache`);
+Y = num_layers, C = cache slots (`max_len`), U = memory slots (`max_memory`):
   index         int32 []         positions written so far
-  k, v          [L,B,S,G,K]      self-attention keys/values of the L layers (compute dtype)
+  k, v          YxBxCxGxQ        self-attention keys/values of every layer (compute dtype)
   memory_index  int32 []         memory entries written so far      (cross_attention only)
-  memory_k, _v  [C,B,M,G,K]      projected memory of the C = L / e cross-attention layers
-`cache_axes` gives its logical partition specs for sharding.
+  memory_k, _v  (Y/e)xBxUxGxQ    projected memory of the Y / e cross-attention layers
+`cache_axes` gives its logical partition specs for sharding. Shape letters: `omni_jax.models`.
 """
 
 from __future__ import annotations
@@ -34,13 +36,15 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
 
+from omni_jax.models import layers
 from omni_jax.models.attention import CrossAttention, SelfAttention, cached_mask
-from omni_jax.models.layers import DTYPES, REMAT_POLICIES, part_remat
+from omni_jax.models.layers import DTYPES, REMAT_POLICIES
 from omni_jax.models.lora import LoraDense, LoraSpec
 
 Cache = dict[str, jax.Array]
-FUSIONS = ("interleave", "cross_attention")
+FUSIONS = ("interleave", "cross_attention")  # the allowed values of model.fusion
 NORM_EPS = 1e-5
+_RESIDUAL_AXES = ("batch", "length", "embed")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,13 +74,8 @@ class LlmSpec:
         return self.width // self.num_heads
 
 
-def _rms_norm(dtype, name: str) -> nn.RMSNorm:
-    return nn.RMSNorm(NORM_EPS, dtype=dtype, name=name, scale_init=nn.with_logical_partitioning(
-        nn.initializers.ones, ("embed",)))
-
-
-def _constrain(x_BxTxD: jax.Array) -> jax.Array:
-    return nn.with_logical_constraint(x_BxTxD, ("batch", "length", "embed"))
+def _rms_norm(dtype, name: str) -> layers.RMSNorm:
+    return layers.RMSNorm(dtype, eps=NORM_EPS, name=name)
 
 
 class Mlp(nn.Module):
@@ -92,39 +91,40 @@ class Mlp(nn.Module):
 
     @nn.compact
     def __call__(self, x_BxTxD: jax.Array) -> jax.Array:
-        gate_BxTxF = self._dense("gate", self.mlp_dim, ("embed", "mlp"))(x_BxTxD)
-        up_BxTxF = self._dense("up", self.mlp_dim, ("embed", "mlp"))(x_BxTxD)
-        h_BxTxF = nn.with_logical_constraint(nn.silu(gate_BxTxF) * up_BxTxF,
-                                             ("batch", "length", "mlp"))
-        return self._dense("down", x_BxTxD.shape[-1], ("mlp", "embed"))(h_BxTxF)
+        gate_BxTxI = self._dense("gate", self.mlp_dim, ("embed", "mlp"))(x_BxTxD)
+        up_BxTxI = self._dense("up", self.mlp_dim, ("embed", "mlp"))(x_BxTxD)
+        h_BxTxI = layers.constrain(nn.silu(gate_BxTxI) * up_BxTxI, ("batch", "length", "mlp"))
+        return self._dense("down", x_BxTxD.shape[-1], ("mlp", "embed"))(h_BxTxI)
 
 
 class DecoderLayer(nn.Module):
-    """x + attn(norm x) [+ tanh(gate) * cross_attn(norm x)] + mlp(norm x), residual in turn."""
+    """x + attn(norm x) [+ tanh(gate) * cross_attn(norm x)] + mlp(norm x), residual in turn.
+
+    T positions (a chunk of L in the streaming form) read C keys (C = T in the parallel
+    form, the cache slots otherwise) and U memory entries."""
 
     spec: LlmSpec
     cross: bool
     dtype: jnp.dtype
 
     @nn.compact
-    def __call__(self, x_BxTxD, positions_BxT, mask_BxTxS, memory_BxMxE, memory_mask_BxTxM,
+    def __call__(self, x_BxTxD, positions_BxT, mask_BxTxC, memory_BxUxE, memory_mask_BxTxU,
                  cache, index, memory_cache, memory_index):
         s = self.spec
         y_BxTxD, cache = SelfAttention(s.num_heads, s.num_kv_heads, s.head_dim, s.rope_theta,
                                        self.dtype, s.lora, s.qkv_bias, name="attn")(
-            _rms_norm(self.dtype, "attn_norm")(x_BxTxD), positions_BxT, mask_BxTxS, cache, index)
+            _rms_norm(self.dtype, "attn_norm")(x_BxTxD), positions_BxT, mask_BxTxC, cache, index)
         x_BxTxD = x_BxTxD + y_BxTxD
         if self.cross:
             y_BxTxD, memory_cache = CrossAttention(s.num_heads, s.num_kv_heads, s.head_dim,
                                                    self.dtype, name="cross_attn")(
-                _rms_norm(self.dtype, "cross_norm")(x_BxTxD), memory_BxMxE, memory_mask_BxTxM,
+                _rms_norm(self.dtype, "cross_norm")(x_BxTxD), memory_BxUxE, memory_mask_BxTxU,
                 memory_cache, memory_index)
-            gate = self.param("cross_gate", nn.with_logical_partitioning(nn.initializers.zeros,
-                                                                          ()), (), jnp.float32)
+            gate = layers.param(self, "cross_gate", nn.initializers.zeros, (), ())
             x_BxTxD = x_BxTxD + jnp.tanh(gate).astype(self.dtype) * y_BxTxD
         mlp = Mlp(s.mlp_dim, self.dtype, s.lora, name="mlp")
         x_BxTxD = x_BxTxD + mlp(_rms_norm(self.dtype, "mlp_norm")(x_BxTxD))
-        return _constrain(x_BxTxD), cache, memory_cache
+        return layers.constrain(x_BxTxD, _RESIDUAL_AXES), cache, memory_cache
 
 
 class DecoderGroup(nn.Module):
@@ -138,8 +138,8 @@ class DecoderGroup(nn.Module):
     dtype: jnp.dtype
 
     @nn.compact
-    def __call__(self, carry, scanned, positions_BxT, mask_BxTxS, memory_BxMxE,
-                 memory_mask_BxTxM, index, memory_index):
+    def __call__(self, carry, scanned, positions_BxT, mask_BxTxC, memory_BxUxE,
+                 memory_mask_BxTxU, index, memory_index):
         x_BxTxD, hidden_BxTxD = carry
         group, cache = scanned  # cache: None, or this group's slices of the LLM cache
         keys, values, memory_cache = [], [], None
@@ -150,7 +150,7 @@ class DecoderGroup(nn.Module):
                 memory_cache = {"k": cache["memory_k"], "v": cache["memory_v"]}
             x_BxTxD, layer_cache, memory_cache = DecoderLayer(
                 self.spec, has_cross, self.dtype, name=f"layer_{j}")(
-                x_BxTxD, positions_BxT, mask_BxTxS, memory_BxMxE, memory_mask_BxTxM,
+                x_BxTxD, positions_BxT, mask_BxTxC, memory_BxUxE, memory_mask_BxTxU,
                 layer_cache, index, memory_cache, memory_index)
             hidden_BxTxD = jnp.where(group * self.size + j == self.hidden_layer, x_BxTxD,
                                      hidden_BxTxD)
@@ -167,8 +167,8 @@ class DecoderGroup(nn.Module):
 
 class LLM(nn.Module):
     """Decoder LLM over embeddings. `llm_cfg` is `config.model.llm`; `memory_dim` is the
-    encoder width (cross_attention only); `hidden_layer` (may be negative) picks the
-    returned hidden state, usually `config.model.synth.llm_layer`."""
+    width E of the memory entries (cross_attention only); `hidden_layer` (may be negative)
+    picks the returned hidden state, usually `config.model.synth.llm_layer`."""
 
     llm_cfg: Any
     vocab_size: int
@@ -181,11 +181,9 @@ class LLM(nn.Module):
     def __post_init__(self):
         super().__post_init__()
         spec = self.spec
-        for name, value, known in (("fusion", self.fusion, FUSIONS),
-                                   ("dtype", self.dtype, DTYPES),
-                                   ("remat", self.remat, REMAT_POLICIES)):
-            if value not in known:
-                raise ValueError(f"model.{name}: {value!r} is not one of {list(known)}")
+        layers.check_choices(fusion=(self.fusion, FUSIONS), dtype=(self.dtype, DTYPES),
+                             remat=(self.remat, REMAT_POLICIES))
+        layers.check_heads("llm", spec.width, spec.num_heads, spec.num_kv_heads)
         if not -spec.num_layers <= self.hidden_layer < spec.num_layers:
             raise ValueError(f"hidden_layer {self.hidden_layer} is past {spec.num_layers} layers")
         if self.cross and spec.num_layers % spec.cross_attention_every:
@@ -196,9 +194,12 @@ class LLM(nn.Module):
 
     @classmethod
     def from_config(cls, config) -> LLM:
+        """The duplex model's LLM. Its memory entries (cross_attention) are connector
+        outputs, so the memory width is the LLM width."""
         m = config.model
-        return cls(m.llm, config.data.tokenizer.vocab_size, m.dtype, part_remat(m, "llm"),
-                   m.fusion, memory_dim=m.encoder.width, hidden_layer=m.synth.llm_layer)
+        return cls(m.llm, config.data.tokenizer.vocab_size, m.dtype,
+                   layers.part_remat(m, "llm"), m.fusion, memory_dim=m.llm.width,
+                   hidden_layer=m.synth.llm_layer)
 
     @property
     def spec(self) -> LlmSpec:
@@ -221,28 +222,22 @@ class LLM(nn.Module):
         self.embedding = nn.Embed(self.vocab_size, spec.width, dtype=dtype,
                                   embedding_init=nn.with_logical_partitioning(
                                       nn.linear.default_embed_init, ("vocab", "embed")))
-        group = DecoderGroup
-        if self.remat != "none":
-            group = nn.remat(group, policy=REMAT_POLICIES[self.remat], prevent_cse=False)
-        self.layers = nn.scan(
-            group, variable_axes={"params": 0}, split_rngs={"params": True},
-            in_axes=(0,) + (nn.broadcast,) * 6, length=self.num_groups,
-            metadata_params={nn.PARTITION_NAME: "layers"})(
+        # Broadcast to every group: positions, mask, memory, memory mask, index, memory index.
+        self.layers = layers.stack_layers(DecoderGroup, self.num_groups, self.remat,
+                                          num_broadcast_args=6)(
             spec, self.group_size, self.cross, self.hidden_layer % spec.num_layers, dtype)
         self.final_norm = _rms_norm(dtype, "final_norm")
-        self.head = nn.Dense(self.vocab_size, use_bias=False, dtype=dtype,
-                             kernel_init=nn.with_logical_partitioning(
-                                 nn.initializers.lecun_normal(), ("embed", "vocab")))
+        self.head = layers.Dense(self.vocab_size, ("embed", "vocab"), dtype=dtype)
 
     def embed(self, tokens_BxT: jax.Array) -> jax.Array:
-        return _constrain(self.embedding(tokens_BxT))
+        return layers.constrain(self.embedding(tokens_BxT), _RESIDUAL_AXES)
 
-    def _decode(self, x_BxTxD, positions_BxT, mask_BxTxS, memory_BxMxE, memory_mask_BxTxM,
+    def _decode(self, x_BxTxD, positions_BxT, mask_BxTxC, memory_BxUxE, memory_mask_BxTxU,
                 cache=None):
-        x_BxTxD = _constrain(x_BxTxD.astype(DTYPES[self.dtype]))
+        x_BxTxD = layers.constrain(x_BxTxD.astype(DTYPES[self.dtype]), _RESIDUAL_AXES)
         scanned_cache, index, memory_index = None, None, None
         if cache is not None:
-            # Layer-major [L, ...] -> [groups, group_size, ...] for the scan.
+            # Layer-major YxBx... -> (Y/e)xexBx... for the scan over groups.
             scanned_cache = {name: cache[name].reshape(self.num_groups, self.group_size,
                                                        *cache[name].shape[1:])
                              for name in ("k", "v")}
@@ -252,44 +247,44 @@ class LLM(nn.Module):
                 memory_index = cache["memory_index"]
         (x_BxTxD, hidden_BxTxD), layer_cache = self.layers(
             (x_BxTxD, jnp.zeros_like(x_BxTxD)), (jnp.arange(self.num_groups), scanned_cache),
-            positions_BxT, mask_BxTxS, memory_BxMxE, memory_mask_BxTxM, index, memory_index)
+            positions_BxT, mask_BxTxC, memory_BxUxE, memory_mask_BxTxU, index, memory_index)
         logits_BxTxV = self.head(self.final_norm(x_BxTxD)).astype(jnp.float32)
-        logits_BxTxV = nn.with_logical_constraint(logits_BxTxV, ("batch", "length", "vocab"))
+        logits_BxTxV = layers.constrain(logits_BxTxV, ("batch", "length", "vocab"))
         return logits_BxTxV, hidden_BxTxD, layer_cache
 
     def __call__(self, x_BxTxD: jax.Array, positions_BxT: jax.Array, mask_BxTxT: jax.Array,
-                 memory_BxMxE: jax.Array | None = None,
-                 memory_mask_BxTxM: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+                 memory_BxUxE: jax.Array | None = None,
+                 memory_mask_BxTxU: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
         """Parallel form. Masks are boolean, batch size B or 1. Returns float32 logits and
         the hidden state after layer `hidden_layer` (compute dtype)."""
-        if (memory_BxMxE is not None, memory_mask_BxTxM is not None) != (self.cross,) * 2:
+        if (memory_BxUxE is not None, memory_mask_BxTxU is not None) != (self.cross,) * 2:
             raise ValueError(f"fusion {self.fusion!r}: memory and memory_mask must be "
                              f"{'given' if self.cross else 'None'}")
         if self.is_initializing():  # `embed` is a separate method: create its table too
             self.embed(jnp.zeros((1, 1), jnp.int32))
         logits_BxTxV, hidden_BxTxD, _ = self._decode(x_BxTxD, positions_BxT, mask_BxTxT,
-                                                     memory_BxMxE, memory_mask_BxTxM)
+                                                     memory_BxUxE, memory_mask_BxTxU)
         return logits_BxTxV, hidden_BxTxD
 
     def step(self, x_BxLxD: jax.Array, positions_BxL: jax.Array, cache: Cache,
-             new_memory_BxNxE: jax.Array | None = None) -> tuple[jax.Array, jax.Array, Cache]:
-        """Streaming form: appends L positions (after N new memory entries, if given) and
+             new_memory_BxUxE: jax.Array | None = None) -> tuple[jax.Array, jax.Array, Cache]:
+        """Streaming form: appends L positions (after U new memory entries, if given) and
         attends causally to everything cached. Equals `__call__` with a causal self mask
         and a memory mask that shows each position the memory appended up to its chunk."""
         length, num_slots = x_BxLxD.shape[1], cache["k"].shape[2]
-        mask_1xLxS = cached_mask(cache["index"], length, num_slots)
-        memory_mask_1x1xM, memory_count = None, None
+        mask_1xLxC = cached_mask(cache["index"], length, num_slots)
+        memory_mask_1x1xU, memory_count = None, None
         if self.cross:
-            num_new = 0 if new_memory_BxNxE is None else new_memory_BxNxE.shape[1]
+            num_new = 0 if new_memory_BxUxE is None else new_memory_BxUxE.shape[1]
             memory_count = cache["memory_index"] + num_new
-            slot_M = jnp.arange(cache["memory_k"].shape[2])
-            memory_mask_1x1xM = (slot_M < memory_count)[None, None]
-        elif new_memory_BxNxE is not None:
+            slot_U = jnp.arange(cache["memory_k"].shape[2])
+            memory_mask_1x1xU = (slot_U < memory_count)[None, None]
+        elif new_memory_BxUxE is not None:
             raise ValueError("the interleave fusion takes no memory")
         logits_BxLxV, hidden_BxLxD, layer_cache = self._decode(
-            x_BxLxD, positions_BxL, mask_1xLxS, new_memory_BxNxE, memory_mask_1x1xM, cache)
-        k, v = (layer_cache[n].reshape(cache[n].shape) for n in ("k", "v"))
-        new_cache = dict(cache, index=cache["index"] + length, k=k, v=v)
+            x_BxLxD, positions_BxL, mask_1xLxC, new_memory_BxUxE, memory_mask_1x1xU, cache)
+        k_YxBxCxGxQ, v_YxBxCxGxQ = (layer_cache[n].reshape(cache[n].shape) for n in ("k", "v"))
+        new_cache = dict(cache, index=cache["index"] + length, k=k_YxBxCxGxQ, v=v_YxBxCxGxQ)
         if self.cross:
             new_cache.update(memory_index=memory_count, memory_k=layer_cache["memory_k"],
                              memory_v=layer_cache["memory_v"])
@@ -297,9 +292,9 @@ class LLM(nn.Module):
 
     def init_cache(self, batch: int, max_len: int | None = None,
                    max_memory: int | None = None) -> Cache:
-        """An empty cache (needs no parameters): `max_len` positions (default
-        `llm_cfg.max_len`) and, for cross_attention, `max_memory` memory entries (default
-        `max_len`)."""
+        """An empty cache (needs no parameters): C = `max_len` positions (default
+        `llm_cfg.max_len`) and, for cross_attention, U = `max_memory` memory entries
+        (default `max_len`)."""
         spec, dtype = self.spec, DTYPES[self.dtype]
         max_len = max_len or spec.max_len
         kv_shape = (spec.num_layers, batch, max_len, spec.num_kv_heads, spec.head_dim)
@@ -329,6 +324,6 @@ class LLM(nn.Module):
                   "positions_BxT": jnp.zeros((batch, length), jnp.int32),
                   "mask_BxTxT": jnp.ones((1, length, length), bool)}
         if self.cross:
-            inputs.update(memory_BxMxE=jnp.zeros((batch, length, self.memory_dim)),
-                          memory_mask_BxTxM=jnp.ones((1, length, length), bool))
+            inputs.update(memory_BxUxE=jnp.zeros((batch, length, self.memory_dim)),
+                          memory_mask_BxTxU=jnp.ones((1, length, length), bool))
         return inputs

@@ -4,7 +4,8 @@
 `rank > 0` it adds `scale * (x @ lora_a) @ lora_b`, `scale = alpha / rank`, where `lora_a`
 starts He-normal and `lora_b` starts at zero: a fresh adapter leaves the base model's
 output bit-for-bit unchanged. Adapter parameters are named `lora_a` / `lora_b`, so a trainer
-selects them (or freezes everything else) with a path regex on `lora`.
+selects them (or freezes everything else) with a path regex on `lora`. In the shapes below
+A is the rank (letters: `omni_jax.models`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from collections.abc import Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from omni_jax.models import layers
 
 TARGETS = ("q", "k", "v", "o", "gate", "up", "down")
 
@@ -71,23 +74,21 @@ class LoraDense(nn.Module):
         fan_in = tuple(range(self.in_dims))
         kernel_init = nn.initializers.lecun_normal(
             in_axis=fan_in, out_axis=tuple(range(self.in_dims, self.in_dims + len(features))))
-        kernel = self.param("kernel", nn.with_logical_partitioning(kernel_init, in_axes + out_axes),
-                            in_shape + features, jnp.float32)
+        kernel = layers.param(self, "kernel", kernel_init, in_shape + features,
+                              in_axes + out_axes)
         x = x.astype(self.dtype)
         y = _contract(x, kernel.astype(self.dtype), self.in_dims)
         if self.use_bias:
-            bias = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros,
-                                                                   out_axes),
-                              features, jnp.float32)
+            bias = layers.param(self, "bias", nn.initializers.zeros, features, out_axes)
             y = y + bias.astype(self.dtype)
         if self.rank == 0:
             return y
-        # The rank axis is tiny: it is left unsharded (logical name None).
+        # The rank axis A is tiny: it is left unsharded (logical name None).
         a_init = nn.initializers.he_normal(in_axis=fan_in, out_axis=-1)
-        lora_a = self.param("lora_a", nn.with_logical_partitioning(a_init, in_axes + (None,)),
-                            in_shape + (self.rank,), jnp.float32)
-        lora_b = self.param("lora_b", nn.with_logical_partitioning(
-            nn.initializers.zeros, (None,) + out_axes), (self.rank,) + features, jnp.float32)
+        lora_a = layers.param(self, "lora_a", a_init, in_shape + (self.rank,),
+                              in_axes + (None,))  # (inputs..., A)
+        lora_b = layers.param(self, "lora_b", nn.initializers.zeros,
+                              (self.rank,) + features, (None,) + out_axes)  # (A, outputs...)
         delta = _contract(_contract(x, lora_a.astype(self.dtype), self.in_dims),
                           lora_b.astype(self.dtype), 1)
         return y + delta * jnp.asarray(self.alpha / self.rank, self.dtype)

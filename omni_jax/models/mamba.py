@@ -5,18 +5,20 @@ state: the parallel form is one call over the whole sequence from the zero state
 streaming form is one call per block of frames. Both use the same associative scan, seeded
 with the carried SSM state, so a chunk costs O(log L) depth.
 
-    x, z   = split(in_proj(rmsnorm(h)))             2 x inner
-    x      = silu(causal_depthwise_conv(x))         width conv_kernel, left context carried
-    dt     = softplus(dt_proj(x_proj_dt(x)) + bias) low-rank, input-dependent step
-    s_t    = exp(dt A) s_{t-1} + dt B_t x_t          A = -exp(A_log), inner x state
+    x, z   = split(in_proj(rmsnorm(h)))             2 x I (inner = expand * D)
+    x      = silu(causal_depthwise_conv(x))         W = conv_kernel taps, left context carried
+    dt     = softplus(dt_proj(x_proj_dt(x)) + bias) rank-A, input-dependent step
+    s_t    = exp(dt A) s_{t-1} + dt B_t x_t          A = -exp(A_log), IxZ (Z = state_size)
     y      = (C_t . s_t + D x) * silu(z)
     out    = h + out_proj(y)
 
-State pytree per layer: {"conv": B x (conv_kernel-1) x inner (compute dtype, the last
-pre-conv inputs), "ssm": B x inner x state_size (float32)}. The recurrence, dt and the
-exponentials always run in float32; projections run in the compute dtype. The parallel form
-materializes B x L x inner x state_size float32 tensors (a few per layer): use remat, or
-shorter sequences, at paper size.
+(In the formulas A, B, C, D are Mamba's matrices; in array names they are legend letters,
+`omni_jax.models`.) State pytree per layer: {"conv": Bx(W-1)xI (compute dtype, the last
+pre-conv inputs), "ssm": BxIxZ (float32)}. The recurrence, dt and the exponentials always
+run in float32; projections run in the compute dtype. The parallel form materializes
+BxLxIxZ float32 tensors (a few per layer): use remat, or shorter sequences, at paper size.
+
+`MAMBA_SCANS` owns the allowed values of `model.encoder.scan`.
 """
 
 from __future__ import annotations
@@ -30,11 +32,11 @@ import jax.numpy as jnp
 from omni_jax.models import layers
 
 
-SCANS = ("associative", "sequential")
+MAMBA_SCANS = ("associative", "sequential")  # the allowed values of model.encoder.scan
 
 
-def selective_scan(decay_BxLxIxN: jax.Array, drive_BxLxIxN: jax.Array,
-                   ssm0_BxIxN: jax.Array, impl: str = "associative") -> jax.Array:
+def selective_scan(decay_BxLxIxZ: jax.Array, drive_BxLxIxZ: jax.Array,
+                   ssm0_BxIxZ: jax.Array, impl: str = "associative") -> jax.Array:
     """All states of s_t = decay_t * s_{t-1} + drive_t from s_{-1} = ssm0.
 
     impl="associative": O(log L) depth, the accelerator path. impl="sequential": a
@@ -42,28 +44,28 @@ def selective_scan(decay_BxLxIxN: jax.Array, drive_BxLxIxN: jax.Array,
     B=16, L=160, inner=256, state=16). Both give the same states to float tolerance.
     """
     if impl == "sequential":
-        def advance(ssm_BxIxN, step):
-            decay, drive = step
-            ssm_BxIxN = decay * ssm_BxIxN + drive
-            return ssm_BxIxN, ssm_BxIxN
+        def advance(ssm_BxIxZ, step):
+            decay_BxIxZ, drive_BxIxZ = step
+            ssm_BxIxZ = decay_BxIxZ * ssm_BxIxZ + drive_BxIxZ
+            return ssm_BxIxZ, ssm_BxIxZ
 
-        _, states_LxBxIxN = jax.lax.scan(
-            advance, ssm0_BxIxN,
-            (jnp.moveaxis(decay_BxLxIxN, 1, 0), jnp.moveaxis(drive_BxLxIxN, 1, 0)))
-        return jnp.moveaxis(states_LxBxIxN, 0, 1)
+        _, states_LxBxIxZ = jax.lax.scan(
+            advance, ssm0_BxIxZ,
+            (jnp.moveaxis(decay_BxLxIxZ, 1, 0), jnp.moveaxis(drive_BxLxIxZ, 1, 0)))
+        return jnp.moveaxis(states_LxBxIxZ, 0, 1)
     if impl != "associative":
-        raise ValueError(f"model.encoder.scan: {impl!r} is not one of {list(SCANS)}")
+        raise ValueError(f"model.encoder.scan: {impl!r} is not one of {list(MAMBA_SCANS)}")
     # Fold the carried state into the first step's drive; the scan then starts from zero.
-    drive_BxLxIxN = drive_BxLxIxN.at[:, 0].add(decay_BxLxIxN[:, 0] * ssm0_BxIxN)
+    drive_BxLxIxZ = drive_BxLxIxZ.at[:, 0].add(decay_BxLxIxZ[:, 0] * ssm0_BxIxZ)
 
     def combine(earlier, later):
         decay_a, drive_a = earlier
         decay_b, drive_b = later
         return decay_a * decay_b, decay_b * drive_a + drive_b
 
-    _, states_BxLxIxN = jax.lax.associative_scan(combine, (decay_BxLxIxN, drive_BxLxIxN),
+    _, states_BxLxIxZ = jax.lax.associative_scan(combine, (decay_BxLxIxZ, drive_BxLxIxZ),
                                                  axis=1)
-    return states_BxLxIxN
+    return states_BxLxIxZ
 
 
 def _dt_bias_init(key, shape, dtype=jnp.float32, dt_min=1e-3, dt_max=1e-1):
@@ -80,7 +82,7 @@ def _symmetric_uniform(limit: float):
 
 
 def _a_log_init(key, shape, dtype=jnp.float32):
-    """S4D-real: A[i, n] = -(n + 1) for every channel."""
+    """S4D-real: A[i, z] = -(z + 1) for every channel i (shape IxZ)."""
     del key
     inner, state = shape
     return jnp.broadcast_to(jnp.log(jnp.arange(1, state + 1, dtype=dtype)), (inner, state))
@@ -94,7 +96,7 @@ class MambaLayer(nn.Module):
     conv_kernel: int = 4
     expand: int = 2
     dtype: jnp.dtype = jnp.float32
-    scan: str = "associative"  # see selective_scan
+    scan: str = "associative"  # one of MAMBA_SCANS, see selective_scan
 
     @property
     def inner(self) -> int:
@@ -114,42 +116,42 @@ class MambaLayer(nn.Module):
     def __call__(self, h_BxLxD: jax.Array, state: dict[str, jax.Array]):
         inner, n, length = self.inner, self.state_size, h_BxLxD.shape[1]
         x_BxLxD = layers.RMSNorm(self.dtype, name="norm")(h_BxLxD)
-        xz_BxLx2I = layers.Dense(2 * inner, ("embed", "mlp"), dtype=self.dtype,
-                                 name="in_proj")(x_BxLxD)
-        x_BxLxI, z_BxLxI = jnp.split(xz_BxLx2I, 2, axis=-1)
+        x_BxLxI, z_BxLxI = jnp.split(layers.Dense(2 * inner, ("embed", "mlp"), dtype=self.dtype,
+                                                  name="in_proj")(x_BxLxD), 2, axis=-1)
 
-        # Depthwise causal conv: the carried K-1 inputs are the left context of this chunk.
+        # Depthwise causal conv: the carried W-1 inputs are the left context of this chunk.
         conv_init = nn.initializers.variance_scaling(1 / 3, "fan_in", "uniform", 0, 1)
-        kernel_KxI = layers.param(self, "conv_kernel", conv_init,
+        kernel_WxI = layers.param(self, "conv_kernel", conv_init,
                                   (self.conv_kernel, inner), ("conv", "mlp"))
         bias_I = layers.param(self, "conv_bias", nn.initializers.zeros, (inner,), ("mlp",))
-        buf_BxCxI = jnp.concatenate([state["conv"].astype(self.dtype), x_BxLxI], axis=1)
-        conv_BxLxI = sum(buf_BxCxI[:, k:k + length] * kernel_KxI[k].astype(self.dtype)
-                         for k in range(self.conv_kernel))
+        # Bx(W-1+L)xI: the carried inputs, then this chunk's.
+        buf = jnp.concatenate([state["conv"].astype(self.dtype), x_BxLxI], axis=1)
+        conv_BxLxI = sum(buf[:, w:w + length] * kernel_WxI[w].astype(self.dtype)
+                         for w in range(self.conv_kernel))
         x_BxLxI = nn.silu(conv_BxLxI + bias_I.astype(self.dtype))
-        conv_state = buf_BxCxI[:, length:]
+        conv_state = buf[:, length:]  # Bx(W-1)xI: the last W-1 inputs, the next state
 
-        # Input-dependent (selective) dt, B and C.
-        dbc_BxLxP = layers.Dense(self.dt_rank + 2 * n, ("mlp", None), dtype=self.dtype,
-                                 name="x_proj")(x_BxLxI)
-        dt_BxLxR, b_BxLxN, c_BxLxN = jnp.split(
-            dbc_BxLxP.astype(jnp.float32), [self.dt_rank, self.dt_rank + n], axis=-1)
+        # Input-dependent (selective) dt, B and C; dt of rank A = dt_rank.
+        dbc = layers.Dense(self.dt_rank + 2 * n, ("mlp", None), dtype=self.dtype,
+                           name="x_proj")(x_BxLxI)  # BxLx(A+2Z)
+        dt_BxLxA, b_BxLxZ, c_BxLxZ = jnp.split(
+            dbc.astype(jnp.float32), [self.dt_rank, self.dt_rank + n], axis=-1)
         dt_BxLxI = layers.Dense(inner, (None, "mlp"), dtype=jnp.float32, name="dt_proj",
                                 kernel_init=_symmetric_uniform(self.dt_rank ** -0.5)
-                                )(dt_BxLxR)
+                                )(dt_BxLxA)
         dt_bias_I = layers.param(self, "dt_bias", _dt_bias_init, (inner,), ("mlp",))
         dt_BxLxI = jax.nn.softplus(dt_BxLxI + dt_bias_I)
 
-        a_log_IxN = layers.param(self, "A_log", _a_log_init, (inner, n), ("mlp", "state"))
+        a_log_IxZ = layers.param(self, "A_log", _a_log_init, (inner, n), ("mlp", "state"))
         skip_I = layers.param(self, "D", nn.initializers.ones, (inner,), ("mlp",))
         x32_BxLxI = x_BxLxI.astype(jnp.float32)
-        decay_BxLxIxN = jnp.exp(dt_BxLxI[..., None] * -jnp.exp(a_log_IxN))
-        drive_BxLxIxN = (dt_BxLxI * x32_BxLxI)[..., None] * b_BxLxN[:, :, None, :]
-        ssm_BxLxIxN = selective_scan(decay_BxLxIxN, drive_BxLxIxN, state["ssm"], self.scan)
-        y_BxLxI = jnp.einsum("blin,bln->bli", ssm_BxLxIxN, c_BxLxN) + skip_I * x32_BxLxI
+        decay_BxLxIxZ = jnp.exp(dt_BxLxI[..., None] * -jnp.exp(a_log_IxZ))
+        drive_BxLxIxZ = (dt_BxLxI * x32_BxLxI)[..., None] * b_BxLxZ[:, :, None, :]
+        ssm_BxLxIxZ = selective_scan(decay_BxLxIxZ, drive_BxLxIxZ, state["ssm"], self.scan)
+        y_BxLxI = jnp.einsum("bliz,blz->bli", ssm_BxLxIxZ, c_BxLxZ) + skip_I * x32_BxLxI
 
         y_BxLxI = y_BxLxI.astype(self.dtype) * nn.silu(z_BxLxI)
         out_BxLxD = layers.Dense(self.width, ("mlp", "embed"), dtype=self.dtype,
                                  name="out_proj")(y_BxLxI)
         h_BxLxD = layers.constrain(h_BxLxD + out_BxLxD, ("batch", "length", "embed"))
-        return h_BxLxD, {"conv": conv_state, "ssm": ssm_BxLxIxN[:, -1]}
+        return h_BxLxD, {"conv": conv_state, "ssm": ssm_BxLxIxZ[:, -1]}

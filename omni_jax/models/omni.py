@@ -2,15 +2,16 @@
 time, and the same computation over a whole sequence.
 
 `OmniModel` is a Flax Linen module; `DuplexModel` wraps it in the functional interface the
-rest of the stack uses (DESIGN.md, "The step function is the model"):
+rest of the stack uses (docs/ARCHITECTURE.md, "the step function is the model"):
 
-  carry = dm.init_state(params, prompt_tokens_BxP)        # streaming state, prompt cached
+  carry = dm.init_state(params, prompt_tokens_BxP, K)     # streaming state, prompt cached
   carry, out = dm.step(params, carry, block)              # one 80 ms block
   out_BxK = dm.scan_forward(params, batch)                # lax.scan of `step` over K blocks
   out_BxK = dm.parallel_forward(params, batch)            # the fast training path
 
 `block` holds `env_audio` BxS, `asst_audio` BxS and `tokens` BxN (the contract's fields at
-one block); `batch` holds the same fields over K blocks plus `prompt_tokens` BxP. Outputs:
+one block); `batch` holds the same fields over K blocks plus `prompt_tokens` BxP (shape
+letters: `omni_jax.models`). Outputs:
   logits     ..xNxV  next-token logits at the block's N token positions
   mel        ..xFxM  the synthesizer's log-mel frames for the block
   speak_logit ..     the implicit variant's speak/listen logit (0 for the other variants)
@@ -20,7 +21,12 @@ Sequence layout. Prompt positions 0..P-1 come first (PAD positions included, in 
 form, so that training and serving see the same sequence). Then per block k:
   interleave       [env_k, asst_k, tok_k1..tok_kN]   (2+N positions; v2)
   cross_attention  [tok_k1..tok_kN] with memory [env_k, asst_k] appended for block k (v1)
-Both audio streams go through the same encoder (shared weights, separate states).
+Both audio streams go through the same encoder (shared weights, separate states): they are
+stacked on the batch axis (2B rows: environment, then assistant).
+
+Every part is built by its own `from_config` (`_parts`). The config is not validated here:
+entry points call `omni_jax.configuration.validate` first; a part raises ValueError on its
+own impossible fields.
 """
 
 from __future__ import annotations
@@ -33,7 +39,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from omni_jax import configuration
+from data_pipelines import contract
 from omni_jax.audio.frontend import LogMelFrontend
 from omni_jax.models import layers
 from omni_jax.models.attention import causal_mask
@@ -45,18 +51,22 @@ NUM_STREAMS = 2  # environment, assistant
 
 
 class Connector(nn.Module):
-    """Two-layer MLP from encoder width to LLM width."""
+    """Two-layer MLP from encoder width E to LLM width D = `width`."""
 
     width: int
     dtype: Any = jnp.float32
 
+    @classmethod
+    def from_config(cls, config) -> Connector:
+        return cls(config.model.llm.width, layers.compute_dtype(config.model.dtype))
+
     @nn.compact
     def __call__(self, x_BxKxE: jax.Array) -> jax.Array:
-        h = layers.Dense(self.width, ("embed", "mlp"), use_bias=True, dtype=self.dtype,
-                         name="fc1")(x_BxKxE)
-        h = nn.gelu(h)
+        h_BxKxD = layers.Dense(self.width, ("embed", "mlp"), use_bias=True, dtype=self.dtype,
+                               name="fc1")(x_BxKxE)
+        h_BxKxD = nn.gelu(h_BxKxD)
         return layers.Dense(self.width, ("mlp", "embed"), use_bias=True, dtype=self.dtype,
-                            name="fc2")(h)
+                            name="fc2")(h_BxKxD)
 
 
 class OmniModel(nn.Module):
@@ -67,12 +77,12 @@ class OmniModel(nn.Module):
     def setup(self):
         parts = _parts(self.config)
         self.frontend = parts["frontend"]
-        self.encoder, self.llm, self.synth = parts["encoder"], parts["llm"], parts["synth"]
+        self.encoder, self.connector = parts["encoder"], parts["connector"]
+        self.llm, self.synth = parts["llm"], parts["synth"]
         m = self.config.model
-        dtype = layers.compute_dtype(m.dtype)
-        self.connector = Connector(m.llm.width, dtype)
         if m.thinking == "implicit":
-            self.speak_head = layers.Dense(1, ("embed", None), use_bias=True, dtype=dtype)
+            self.speak_head = layers.Dense(1, ("embed", None), use_bias=True,
+                                           dtype=layers.compute_dtype(m.dtype))
 
     # ---- shapes ---------------------------------------------------------------------------
 
@@ -90,44 +100,47 @@ class OmniModel(nn.Module):
             return jnp.zeros(hidden_BxKxNxD.shape[:2], jnp.float32)
         return self.speak_head(hidden_BxKxNxD[:, :, -1])[..., 0].astype(jnp.float32)
 
-    def _embed_audio(self, emb_SBxKxE: jax.Array, batch: int):
+    def _embed_audio(self, emb_2BxKxE: jax.Array, batch: int):
         """Encoder output for both streams (stacked on batch) -> env, asst at LLM width."""
-        x_SBxKxD = self.connector(emb_SBxKxE)
-        return x_SBxKxD[:batch], x_SBxKxD[batch:]
+        x_2BxKxD = self.connector(emb_2BxKxE)
+        return x_2BxKxD[:batch], x_2BxKxD[batch:]
 
     # ---- parallel form --------------------------------------------------------------------
 
     def __call__(self, env_audio_BxKxS, asst_audio_BxKxS, tokens_BxKxN, prompt_tokens_BxP):
         b, k, s = env_audio_BxKxS.shape
         n, p = tokens_BxKxN.shape[2], prompt_tokens_BxP.shape[1]
-        audio_SBxT = jnp.concatenate([env_audio_BxKxS, asst_audio_BxKxS]).reshape(-1, k * s)
-        env_BxKxD, asst_BxKxD = self._embed_audio(self.encoder(self.frontend(audio_SBxT)), b)
+        audio_2BxT = jnp.concatenate([env_audio_BxKxS, asst_audio_BxKxS]).reshape(-1, k * s)
+        env_BxKxD, asst_BxKxD = self._embed_audio(self.encoder(self.frontend(audio_2BxT)), b)
         tok_BxKxNxD = self.llm.embed(tokens_BxKxN.reshape(b, k * n)).reshape(b, k, n, -1)
         prompt_BxPxD = self.llm.embed(prompt_tokens_BxP)
         per_block = self.positions_per_block
         length = p + k * per_block
         positions_BxT = jnp.broadcast_to(jnp.arange(length), (b, length))
         mask_1xTxT = causal_mask(length)[None]
+        # L = per_block positions per block (what one streaming step appends).
         if self.interleave:
             blocks_BxKxLxD = jnp.concatenate(
                 [env_BxKxD[:, :, None], asst_BxKxD[:, :, None].astype(env_BxKxD.dtype),
                  tok_BxKxNxD.astype(env_BxKxD.dtype)], axis=2)
-            memory, memory_mask = None, None
+            memory_BxUxD, memory_mask_1xTxU = None, None
         else:
             blocks_BxKxLxD = tok_BxKxNxD
-            # Memory entry j belongs to block j // 2; a block-k position sees blocks 0..k.
-            memory = jnp.stack([env_BxKxD, asst_BxKxD], axis=2).reshape(b, k * NUM_STREAMS, -1)
+            # Memory entry u belongs to block u // 2; a block-k position sees blocks 0..k.
+            memory_BxUxD = jnp.stack([env_BxKxD, asst_BxKxD], axis=2).reshape(
+                b, k * NUM_STREAMS, -1)
             block_T = jnp.concatenate([jnp.full((p,), -1), jnp.repeat(jnp.arange(k), n)])
-            memory_block_M = jnp.repeat(jnp.arange(k), NUM_STREAMS)
-            memory_mask = (block_T[:, None] >= memory_block_M[None, :])[None]
+            memory_block_U = jnp.repeat(jnp.arange(k), NUM_STREAMS)
+            memory_mask_1xTxU = (block_T[:, None] >= memory_block_U[None, :])[None]
         x_BxTxD = jnp.concatenate(
             [prompt_BxPxD.astype(blocks_BxKxLxD.dtype),
              blocks_BxKxLxD.reshape(b, k * per_block, -1)], axis=1)
-        logits_BxTxV, hidden_BxTxD = self.llm(x_BxTxD, positions_BxT, mask_1xTxT, memory,
-                                              memory_mask)
+        logits_BxTxV, hidden_BxTxD = self.llm(x_BxTxD, positions_BxT, mask_1xTxT, memory_BxUxD,
+                                              memory_mask_1xTxU)
+
         # Keep the block's token positions: the last N of each block.
-        def tokens_of(x_BxTxC):
-            return x_BxTxC[:, p:].reshape(b, k, per_block, -1)[:, :, per_block - n:]
+        def tokens_of(x_BxTxD):  # also logits: BxTxV -> BxKxNxV
+            return x_BxTxD[:, p:].reshape(b, k, per_block, -1)[:, :, per_block - n:]
 
         hidden_BxKxNxD = tokens_of(hidden_BxTxD)
         return dict(logits=tokens_of(logits_BxTxV), mel=self.synth(hidden_BxKxNxD),
@@ -146,10 +159,10 @@ class OmniModel(nn.Module):
     def step(self, carry: dict, env_audio_BxS, asst_audio_BxS, tokens_BxN):
         """One block through every part; returns (carry, outputs of the block)."""
         b, n = tokens_BxN.shape
-        mel_SBxFxM, frontend_state = self.frontend.step(
+        mel_2BxFxM, frontend_state = self.frontend.step(
             jnp.concatenate([env_audio_BxS, asst_audio_BxS]), carry["frontend"])
-        emb_SBx1xE, encoder_state = self.encoder.step(mel_SBxFxM, carry["encoder"])
-        env_Bx1xD, asst_Bx1xD = self._embed_audio(emb_SBx1xE, b)
+        emb_2Bx1xE, encoder_state = self.encoder.step(mel_2BxFxM, carry["encoder"])
+        env_Bx1xD, asst_Bx1xD = self._embed_audio(emb_2Bx1xE, b)
         tok_BxNxD = self.llm.embed(tokens_BxN)
         per_block = self.positions_per_block
         positions_BxL = jnp.broadcast_to(carry["llm"]["index"] + jnp.arange(per_block),
@@ -157,12 +170,12 @@ class OmniModel(nn.Module):
         if self.interleave:
             x_BxLxD = jnp.concatenate([env_Bx1xD, asst_Bx1xD.astype(env_Bx1xD.dtype),
                                        tok_BxNxD.astype(env_Bx1xD.dtype)], axis=1)
-            new_memory = None
+            new_memory_BxUxD = None
         else:
             x_BxLxD = tok_BxNxD
-            new_memory = jnp.concatenate([env_Bx1xD, asst_Bx1xD], axis=1)
+            new_memory_BxUxD = jnp.concatenate([env_Bx1xD, asst_Bx1xD], axis=1)  # U = 2
         logits_BxLxV, hidden_BxLxD, llm_cache = self.llm.step(x_BxLxD, positions_BxL,
-                                                              carry["llm"], new_memory)
+                                                              carry["llm"], new_memory_BxUxD)
         hidden_BxNxD = hidden_BxLxD[:, per_block - n:]
         mel_BxFxM, synth_cache = self.synth.step(hidden_BxNxD, carry["synth"])
         outputs = dict(logits=logits_BxLxV[:, per_block - n:], mel=mel_BxFxM,
@@ -179,15 +192,13 @@ def positions_per_block(config) -> int:
 
 
 def _parts(config) -> dict:
-    """The sub-models, unbound; `setup` binds them, `init_carry` uses their shapes."""
-    m = config.model
+    """The sub-models, each from its own `from_config`, unbound; `setup` binds them,
+    `init_carry` uses their shapes."""
     return dict(
         frontend=LogMelFrontend.from_config(config),
         encoder=StreamingEncoder.from_config(config),
-        # Memory entries are connector outputs (LLM width) in the cross_attention fusion.
-        llm=LLM(m.llm, config.data.tokenizer.vocab_size, m.dtype,
-                layers.part_remat(m, "llm"), m.fusion,
-                memory_dim=m.llm.width, hidden_layer=m.synth.llm_layer),
+        connector=Connector.from_config(config),
+        llm=LLM.from_config(config),
         synth=Synthesizer.from_config(config),
     )
 
@@ -200,8 +211,8 @@ class DuplexModel:
 
     @classmethod
     def from_config(cls, config) -> DuplexModel:
-        """Validates the config first: impossible shapes fail here, naming the field."""
-        configuration.validate(config)
+        """The model of `config`, frozen. Validating the config is the entry point's job
+        (`omni_jax.configuration.validate`); the parts check only their own fields."""
         return cls(ml_collections.FrozenConfigDict(config))
 
     @property
@@ -211,7 +222,7 @@ class DuplexModel:
     def dummy_batch(self, batch: int = 1, num_blocks: int = 2) -> dict:
         """Zero inputs of the contract's shapes (for `init` and shape checks)."""
         c = self.config
-        s = c.audio.sample_rate * c.audio.block_ms // 1000
+        s = contract.samples_per_block(c.audio.sample_rate, c.audio.block_ms)
         return dict(env_audio=jnp.zeros((batch, num_blocks, s)),
                     asst_audio=jnp.zeros((batch, num_blocks, s)),
                     tokens=jnp.zeros((batch, num_blocks, c.data.tokens_per_block), jnp.int32),
@@ -253,10 +264,10 @@ class DuplexModel:
         """`step` scanned over the K blocks with teacher forcing; outputs batch-major."""
         num_blocks = batch["tokens"].shape[1]
         carry = self.init_state(params, batch["prompt_tokens"], num_blocks)
-        blocks_K = {name: jnp.moveaxis(batch[name], 1, 0)
-                    for name in ("env_audio", "asst_audio", "tokens")}
-        _, outputs_K = jax.lax.scan(lambda c, blk: self.step(params, c, blk), carry, blocks_K)
-        return jax.tree.map(lambda x: jnp.moveaxis(x, 0, 1), outputs_K)
+        blocks = {name: jnp.moveaxis(batch[name], 1, 0)  # KxB...: the scanned axis first
+                  for name in ("env_audio", "asst_audio", "tokens")}
+        _, outputs = jax.lax.scan(lambda c, blk: self.step(params, c, blk), carry, blocks)
+        return jax.tree.map(lambda x: jnp.moveaxis(x, 0, 1), outputs)
 
 
 def _inputs(batch: dict) -> dict:

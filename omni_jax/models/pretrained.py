@@ -1,39 +1,40 @@
 """Starts the LLM from a pretrained Llama- or Qwen2-style checkpoint in the Hugging Face layout.
 
 A checkpoint is a directory holding `*.safetensors` (one file, or shards listed by
-`model.safetensors.index.json`) and optionally `config.json`. The reader below follows the
-safetensors format (8-byte little-endian header length, a JSON header of name -> dtype, shape,
-byte offsets, then raw little-endian data): no torch, no download, tensors memory-mapped and
-read one parameter at a time. F32, F16 and BF16 (the usual release dtype) are read and cast
-to float32, the dtype of every parameter here.
+`model.safetensors.index.json`) and optionally `config.json`. Files are read with the
+`safetensors` library (framework "numpy": no torch, no download): headers first, then the
+tensors memory-mapped and read one parameter at a time. F32, F16, F64 and BF16 (the usual
+release dtype) are read and cast to float32, the dtype of every parameter here.
 
-Name and shape map (HF tensor -> leaf of `params['llm']`; L layers, D width, H heads,
-G kv heads, K = D / H head dim, F mlp dim, V vocab). torch Linear weights are [out, in];
-Flax kernels are [in, out], with the head axes split out:
+Name and shape map (HF tensor -> leaf of `params['llm']`; letters of `omni_jax.models`:
+Y layers, D width, H heads, G kv heads, Q = D / H head dim, I mlp dim, V vocab). torch
+Linear weights are [out, in]; Flax kernels are [in, out], with the head axes split out:
 
   model.embed_tokens.weight                     [V, D]   -> embedding/embedding   [V, D]
   model.layers.i.input_layernorm.weight         [D]      -> attn_norm/scale       [D]
-  model.layers.i.self_attn.q_proj.weight        [H*K, D] -> attn/q/kernel         [D, H, K]
-  model.layers.i.self_attn.k_proj.weight        [G*K, D] -> attn/k/kernel         [D, G, K]
-  model.layers.i.self_attn.v_proj.weight        [G*K, D] -> attn/v/kernel         [D, G, K]
-  model.layers.i.self_attn.{q,k,v}_proj.bias    [H*K]... -> attn/{q,k,v}/bias     [H, K]...
+  model.layers.i.self_attn.q_proj.weight        [H*Q, D] -> attn/q/kernel         [D, H, Q]
+  model.layers.i.self_attn.k_proj.weight        [G*Q, D] -> attn/k/kernel         [D, G, Q]
+  model.layers.i.self_attn.v_proj.weight        [G*Q, D] -> attn/v/kernel         [D, G, Q]
+  model.layers.i.self_attn.{q,k,v}_proj.bias    [H*Q]... -> attn/{q,k,v}/bias     [H, Q]...
                                                             (Qwen2; needs model.llm.qkv_bias)
-  model.layers.i.self_attn.o_proj.weight        [D, H*K] -> attn/o/kernel         [H, K, D]
+  model.layers.i.self_attn.o_proj.weight        [D, H*Q] -> attn/o/kernel         [H, Q, D]
   model.layers.i.post_attention_layernorm.weight [D]     -> mlp_norm/scale        [D]
-  model.layers.i.mlp.{gate,up}_proj.weight      [F, D]   -> mlp/{gate,up}/kernel  [D, F]
-  model.layers.i.mlp.down_proj.weight           [D, F]   -> mlp/down/kernel       [F, D]
+  model.layers.i.mlp.{gate,up}_proj.weight      [I, D]   -> mlp/{gate,up}/kernel  [D, I]
+  model.layers.i.mlp.down_proj.weight           [D, I]   -> mlp/down/kernel       [I, D]
   model.norm.weight                             [D]      -> final_norm/scale      [D]
   lm_head.weight                                [V, D]   -> head/kernel           [D, V]
 
-Layer leaves are stacked by the layer scan: layer i sits at slot i // e of
-`layers/layer_{i % e}` (e = cross_attention_every in the cross_attention fusion, else 1).
+Layer leaves are stacked by the layer scan (a leading Y/e axis): layer i sits at slot
+i // e of `layers/layer_{i % e}` (e = cross_attention_every in the cross_attention fusion,
+else 1).
 RoPE needs no permutation: `attention.rope` rotates split halves like HF's `rotate_half`.
 
 Policies:
   tied embeddings  `lm_head.weight` absent (or `tie_word_embeddings` in config.json): the
                    head starts as the transposed embedding; the two train separately after.
-  vocabulary       model.llm.pretrained_vocab = "exact": the checkpoint's vocabulary must
-                   equal data.tokenizer.vocab_size. "prefix": rows 0..min(V)-1 are copied;
+  vocabulary       model.llm.pretrained_vocab, one of `VOCAB_POLICIES`. "exact": the
+                   checkpoint's vocabulary must equal data.tokenizer.vocab_size.
+                   "prefix": rows 0..min(V)-1 are copied;
                    model rows past the checkpoint's vocabulary start at the mean of its rows
                    (embedding and head alike), so new tokens start as an average token.
   extra tensors    an error: a tensor this map does not place may change what the network
@@ -59,8 +60,8 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import jax
-import ml_dtypes
 import numpy as np
+import safetensors
 
 from omni_jax.models.llm import NORM_EPS
 
@@ -68,10 +69,9 @@ log = logging.getLogger(__name__)
 
 INDEX_FILE = "model.safetensors.index.json"
 CONFIG_FILE = "config.json"
-VOCAB_POLICIES = ("exact", "prefix")
-# safetensors dtype names that hold weights we can cast to float32 (all little-endian).
-FLOAT_DTYPES = {"F32": np.dtype("<f4"), "F16": np.dtype("<f2"), "BF16": np.dtype(ml_dtypes.bfloat16),
-                "F64": np.dtype("<f8")}
+VOCAB_POLICIES = ("exact", "prefix")  # the allowed values of model.llm.pretrained_vocab
+# safetensors dtype names that hold weights we can cast to float32.
+FLOAT_DTYPES = ("BF16", "F16", "F32", "F64")
 _SKIPPED = re.compile(r"model\.layers\.\d+\.self_attn\.rotary_emb\.inv_freq")
 # config.json field -> model.llm field, compared when config.json is present.
 _CONFIG_FIELDS = (("num_hidden_layers", "num_layers"), ("hidden_size", "width"),
@@ -87,60 +87,39 @@ class PretrainedLoadError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class TensorEntry:
-    """Where one tensor's bytes are: file, dtype name, shape, absolute byte offset."""
+    """One tensor of a checkpoint, from its file's header: file, dtype name, shape."""
 
     file: Path
-    dtype: str
+    dtype: str  # the safetensors name: F32, BF16, I32, ...
     shape: tuple[int, ...]
-    offset: int
 
     def read(self, name: str) -> np.ndarray:
-        """The tensor as float32 (memory-mapped, then cast)."""
+        """The tensor as float32 (memory-mapped by safetensors, then cast)."""
         if self.dtype not in FLOAT_DTYPES:
             raise PretrainedLoadError(f"{self.file}: tensor {name!r} has dtype {self.dtype}; "
                                       f"only {sorted(FLOAT_DTYPES)} can become float32 weights")
-        if math.prod(self.shape) == 0:
-            return np.zeros(self.shape, np.float32)
-        data = np.memmap(self.file, FLOAT_DTYPES[self.dtype], mode="r", offset=self.offset,
-                         shape=self.shape)
-        return np.asarray(data, np.float32)
+        try:
+            with safetensors.safe_open(self.file, framework="numpy") as f:
+                return np.asarray(f.get_tensor(name), np.float32)
+        except (OSError, safetensors.SafetensorError, TypeError) as e:
+            raise PretrainedLoadError(f"{self.file}: tensor {name!r} cannot be read: "
+                                      f"{e}") from None
 
 
 def read_header(file: Path) -> dict[str, TensorEntry]:
-    """The tensors of one safetensors file, from its header alone."""
+    """The tensors of one safetensors file, from its header alone (safetensors checks that
+    the header is well formed and that the data covers every tensor)."""
     file = Path(file)
     try:
-        size = file.stat().st_size
-        with file.open("rb") as f:
-            prefix = f.read(8)
-            header_len = int.from_bytes(prefix, "little") if len(prefix) == 8 else -1
-            if not 2 <= header_len <= size - 8:
-                raise PretrainedLoadError(f"{file}: not a safetensors file (header length "
-                                          f"{header_len}, file size {size})")
-            header = json.loads(f.read(header_len))
+        with safetensors.safe_open(file, framework="numpy") as f:
+            slices = {name: f.get_slice(name) for name in f.keys()}
+            return {name: TensorEntry(file, str(s.get_dtype()), tuple(s.get_shape()))
+                    for name, s in slices.items()}
     except OSError as e:
         raise PretrainedLoadError(f"{file}: cannot read: {e}") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise PretrainedLoadError(f"{file}: the safetensors header is not JSON: {e}") from None
-    data_start = 8 + header_len
-    entries = {}
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        try:
-            dtype, shape = str(info["dtype"]), tuple(int(n) for n in info["shape"])
-            begin, end = (int(n) for n in info["data_offsets"])
-        except (KeyError, TypeError, ValueError):
-            raise PretrainedLoadError(f"{file}: tensor {name!r} has a malformed header entry "
-                                      f"{info!r}") from None
-        if dtype in FLOAT_DTYPES and end - begin != math.prod(shape) * FLOAT_DTYPES[dtype].itemsize:
-            raise PretrainedLoadError(f"{file}: tensor {name!r}: {end - begin} bytes do not "
-                                      f"hold {dtype}{list(shape)}")
-        if not 0 <= begin <= end <= size - data_start:
-            raise PretrainedLoadError(f"{file}: tensor {name!r}: bytes {begin}..{end} lie past "
-                                      f"the end of the file (truncated?)")
-        entries[name] = TensorEntry(file, dtype, shape, data_start + begin)
-    return entries
+    except safetensors.SafetensorError as e:
+        raise PretrainedLoadError(f"{file}: not a readable safetensors file (truncated or "
+                                  f"corrupt?): {e}") from None
 
 
 def checkpoint_tensors(directory) -> dict[str, TensorEntry]:
@@ -234,12 +213,12 @@ class Placement:
 
 
 def _linear_to_heads(num_heads: int, head_dim: int):
-    # [heads*K, D] -> [D, heads, K]
+    # [H*Q, D] -> [D, H, Q] (or G for H)
     return lambda w: w.T.reshape(-1, num_heads, head_dim)
 
 
 def _out_proj(num_heads: int, head_dim: int):
-    # [D, H*K] -> [H, K, D]
+    # [D, H*Q] -> [H, Q, D]
     return lambda w: w.T.reshape(num_heads, head_dim, -1)
 
 
@@ -254,7 +233,8 @@ def _same(w):
 def llm_name_map(llm_cfg, *, fusion: str = "interleave", tied: bool = False) -> list[Placement]:
     """The explicit HF -> Flax map for `config.model.llm` (see the module docstring)."""
     num_layers, width = int(llm_cfg.num_layers), int(llm_cfg.width)
-    heads, kv_heads, mlp_dim = int(llm_cfg.num_heads), int(llm_cfg.num_kv_heads), int(llm_cfg.mlp_dim)
+    heads, kv_heads = int(llm_cfg.num_heads), int(llm_cfg.num_kv_heads)
+    mlp_dim = int(llm_cfg.mlp_dim)
     head_dim = width // heads
     group = int(llm_cfg.cross_attention_every) if fusion == "cross_attention" else 1
     qkv_bias = bool(llm_cfg.get("qkv_bias", False))

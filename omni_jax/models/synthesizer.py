@@ -1,10 +1,10 @@
 """The codec-free streaming synthesizer: LLM hidden states -> log-mel frames, block by block.
 
 Per 80 ms block k the input is the LLM's hidden states at that block's N token positions
-(`h_BxNxD`, from LLM layer `synth.llm_layer`, picked by the caller): embeddings, never text
-and never codec tokens. The block's N states are RMS-normalised (hidden-state scale varies
-wildly between LLMs and layers), concatenated and projected to the synthesizer width, so
-that one block is one position. A decoder of `synth.num_layers` pre-norm layers (the LLM's
+(`h_BxNxD`, D the LLM width, from LLM layer `synth.llm_layer`, picked by the caller):
+embeddings, never text and never codec tokens. The block's N states are RMS-normalised
+(hidden-state scale varies wildly between LLMs and layers), concatenated and projected to
+the synthesizer width, so that one block is one position. A decoder of `synth.num_layers` pre-norm layers (the LLM's
 own `DecoderLayer`: grouped-query self-attention with RoPE over block indices, SwiGLU MLP)
 attends causally over blocks 0..k, and a final RMSNorm + projection gives the block's
 F = block_ms / hop_ms frames of M mel bins, in the frontend's log-mel units
@@ -18,12 +18,16 @@ The start delay is not modelled here: the data's timing rules keep `speech_targe
 until the `synth_delay_tokens`-th text token of a turn, and the synthesizer learns the delay
 (and every pause) from those targets.
 
-Layers are `nn.scan`ned (parameters carry a leading `layers` axis) and rematerialised with
-the named policy `remat`. `step` appends one block to a fixed-size cache (`init_cache`):
+Layers are stacked with `layers.stack_layers` (parameters carry a leading `layers` axis)
+and rematerialised with the named policy `remat`. `step` appends one block to a fixed-size
+cache (`init_cache`):
   index   int32 []          blocks written so far (also the next block's RoPE position)
-  k, v    [L,B,S,G,K]       keys/values of the L layers over S = max_blocks slots (compute
-                            dtype); a step past S overwrites the last slot (see
-                            `attention.write`), so the caller sizes S to the longest turn.
+  k, v    YxBxCxGxQ         keys/values of the Y layers over C = max_blocks slots (compute
+                            dtype); a step past C overwrites the last slot (see
+                            `attention.write`), so the caller sizes C to the longest turn.
+
+Shape letters: `omni_jax.models`. The input `h` is at the LLM width (D of the caller, the
+LLM); after `in_proj` the decoder runs at `synth.width`, the D of this module.
 
 Optional `synth_cfg` fields (defaults in brackets): mlp_dim [3 * width], num_kv_heads
 [num_heads], rope_theta [10000].
@@ -31,7 +35,6 @@ Optional `synth_cfg` fields (defaults in brackets): mlp_dim [3 * width], num_kv_
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import flax.linen as nn
@@ -39,7 +42,7 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
 
-from omni_jax.audio.frontend import LOG_FLOOR
+from omni_jax.audio.frontend import SILENCE_LOG_MEL
 from omni_jax.models import layers
 from omni_jax.models.attention import cached_mask, causal_mask
 from omni_jax.models.layers import DTYPES, REMAT_POLICIES
@@ -47,7 +50,6 @@ from omni_jax.models.llm import DecoderLayer, LlmSpec
 from omni_jax.models.lora import LoraSpec
 
 Cache = dict[str, jax.Array]
-SILENCE_LOG_MEL = math.log(LOG_FLOOR)  # frontend log-mel of digital silence, -13.8
 OUT_INIT_SCALE = 1e-4  # output-kernel variance scale: init outputs within ~0.01 of silence
 
 
@@ -58,9 +60,9 @@ class _BlockLayer(nn.Module):
     dtype: jnp.dtype
 
     @nn.compact
-    def __call__(self, x_BxKxD, cache, positions_BxK, mask_BxKxS, index):
+    def __call__(self, x_BxKxD, cache, positions_BxK, mask_BxKxC, index):
         x_BxKxD, cache, _ = DecoderLayer(self.spec, False, self.dtype, name="layer")(
-            x_BxKxD, positions_BxK, mask_BxKxS, None, None, cache, index, None, None)
+            x_BxKxD, positions_BxK, mask_BxKxC, None, None, cache, index, None, None)
         return x_BxKxD, cache
 
 
@@ -78,17 +80,9 @@ class Synthesizer(nn.Module):
 
     def __post_init__(self):
         super().__post_init__()
-        for name, value, known in (("dtype", self.dtype, DTYPES),
-                                   ("remat", self.remat, REMAT_POLICIES)):
-            if value not in known:
-                raise ValueError(f"model.{name}: {value!r} is not one of {list(known)}")
+        layers.check_choices(dtype=(self.dtype, DTYPES), remat=(self.remat, REMAT_POLICIES))
         spec = self.spec
-        if spec.width % spec.num_heads or spec.head_dim % 2:
-            raise ValueError(f"model.synth.num_heads: {spec.num_heads} heads must split width "
-                             f"{spec.width} into heads of even size (RoPE)")
-        if spec.num_heads % spec.num_kv_heads:
-            raise ValueError(f"model.synth.num_kv_heads: {spec.num_kv_heads} does not divide "
-                             f"{spec.num_heads} heads")
+        layers.check_heads("synth", spec.width, spec.num_heads, spec.num_kv_heads)
 
     @classmethod
     def from_config(cls, config) -> Synthesizer:
@@ -109,7 +103,8 @@ class Synthesizer(nn.Module):
     def setup(self):
         spec, dtype = self.spec, DTYPES[self.dtype]
         self.in_norm = layers.RMSNorm(dtype)
-        # Kernel N x D x W: the LLM width is left unsharded, the output follows `embed`.
+        # Kernel N x D(LLM) x D(synth): the LLM width is left unsharded, the output follows
+        # `embed`.
         self.in_proj = layers.Dense(spec.width, (None, None, "embed"), axis=(-2, -1),
                                     dtype=dtype)
         self.layers = layers.stack_layers(_BlockLayer, spec.num_layers, self.remat,
@@ -124,19 +119,20 @@ class Synthesizer(nn.Module):
                                                      (None, "mel")),
             (self.frames_per_block, self.n_mels), jnp.float32)
 
-    def _decode(self, h_BxKxNxD, positions_BxK, mask_BxKxS, cache=None):
+    def _decode(self, h_BxKxNxD, positions_BxK, mask_BxKxC, cache=None):
         x_BxKxD = self.in_proj(self.in_norm(h_BxKxNxD.astype(DTYPES[self.dtype])))
         x_BxKxD = layers.constrain(x_BxKxD, ("batch", "blocks", "embed"))
         layer_cache, index = None, None
         if cache is not None:
             layer_cache, index = {"k": cache["k"], "v": cache["v"]}, cache["index"]
-        x_BxKxD, layer_cache = self.layers(x_BxKxD, layer_cache, positions_BxK, mask_BxKxS,
+        x_BxKxD, layer_cache = self.layers(x_BxKxD, layer_cache, positions_BxK, mask_BxKxC,
                                            index)
         mel_BxKxFxM = self.out_proj(self.final_norm(x_BxKxD)).astype(jnp.float32) + self.out_bias
         return layers.constrain(mel_BxKxFxM, ("batch", "blocks", None, "mel")), layer_cache
 
     def __call__(self, h_BxKxNxD: jax.Array) -> jax.Array:
-        """Parallel form over K blocks, causal over blocks: float32 mel_BxKxFxM."""
+        """Parallel form over K blocks, causal over blocks (C = K keys): float32
+        mel_BxKxFxM."""
         b, k = h_BxKxNxD.shape[:2]
         positions_BxK = jnp.broadcast_to(jnp.arange(k), (b, k))
         mel_BxKxFxM, _ = self._decode(h_BxKxNxD, positions_BxK, causal_mask(k)[None])
@@ -151,7 +147,7 @@ class Synthesizer(nn.Module):
         return mel_Bx1xFxM[:, 0], dict(layer_cache, index=index + 1)
 
     def init_cache(self, batch: int, max_blocks: int) -> Cache:
-        """An empty cache for `max_blocks` blocks (needs no parameters)."""
+        """An empty cache for C = `max_blocks` blocks (needs no parameters)."""
         spec = self.spec
         kv_shape = (spec.num_layers, batch, max_blocks, spec.num_kv_heads, spec.head_dim)
         dtype = DTYPES[self.dtype]

@@ -6,12 +6,17 @@
   state = ckpt.restore(abstract_state=target, data_iterator=it)   # newest good step
   ckpt.wait(); ckpt.close()
 
+  reader = Checkpointer(workdir / "checkpoints", read_only=True)   # creates nothing
+  params = reader.restore_params(abstract_params)  # only the state's params subtree
+
 Each step directory holds a Composite of two items: `state` (any pytree of arrays, written
 sharded by orbax; restored onto the target shardings given, so a checkpoint written on one
 mesh restores onto another) and `data` (Grain's own iterator handler: one JSON file per
 process). If the newest checkpoint cannot be read (truncated or missing files, bad
 metadata), a warning names it, it is moved to `<directory>/corrupt/`, and the previous
-step is tried, and so on down the list.
+step is tried, and so on down the list. `restore_params` reads the `params` field of the
+state alone (an Orbax partial restore: the optimizer state and the iterator are not read),
+with the same fallback.
 
 `PreemptionGuard` turns SIGTERM into a flag the training loop polls so it can save and
 exit cleanly.
@@ -72,14 +77,22 @@ class Checkpointer:
     """`orbax.checkpoint.CheckpointManager` over {state, data iterator} items."""
 
     def __init__(self, directory, *, keep_last: int = 3, keep_every: int = 0,
-                 async_save: bool = True, save_interval_steps: int = 1):
+                 async_save: bool = True, save_interval_steps: int = 1,
+                 read_only: bool = False):
+        """`read_only`: for reading a run (serving): nothing is created, `save` is refused.
+        The fallback past an unreadable step still moves that step to corrupt/."""
         self.directory = Path(directory).absolute()
-        options = ocp.CheckpointManagerOptions(
-            save_interval_steps=save_interval_steps,
-            preservation_policy=_preservation_policy(keep_last, keep_every),
-            enable_async_checkpointing=async_save,
-            create=True,
-        )
+        self.read_only = read_only
+        if read_only:
+            options = ocp.CheckpointManagerOptions(save_interval_steps=0, create=False,
+                                                   read_only=True)
+        else:
+            options = ocp.CheckpointManagerOptions(
+                save_interval_steps=save_interval_steps,
+                preservation_policy=_preservation_policy(keep_last, keep_every),
+                enable_async_checkpointing=async_save,
+                create=True,
+            )
         self._manager = ocp.CheckpointManager(self.directory, options=options)
         self.restored_step: int | None = None
 
@@ -98,6 +111,8 @@ class Checkpointer:
     def save(self, step: int, state: Any, data_iterator=None, force: bool = False) -> bool:
         """Saves when due (or `force`); returns whether a save started. Async saves return
         once the arrays are copied off the devices: `state` may be donated right after."""
+        if self.read_only:
+            raise CheckpointError(f"{self.directory} was opened read-only; not saving")
         step = int(step)
         if step in self._manager.all_steps():
             return False  # e.g. the final save of a run that just saved this step
@@ -141,29 +156,61 @@ class Checkpointer:
         previous one; an explicit `step` is restored or raises.
         """
         target = _restore_target(abstract_state, shardings)
+
+        def read(candidate: int) -> Any:
+            items = {STATE: ocp.args.StandardRestore(target)}
+            if data_iterator is not None:
+                items[DATA] = grain.checkpoint.CheckpointRestore(data_iterator)
+            return self._manager.restore(candidate, args=ocp.args.Composite(**items))[STATE]
+
+        return self._newest_readable(read, step)
+
+    def restore_params(self, abstract_params: Any, step: int | None = None) -> Any:
+        """The `params` field of the state saved at `step` (default: the newest readable
+        step; the fallback of `restore`), and nothing else of the checkpoint.
+
+        `abstract_params`: the unboxed params tree (arrays or ShapeDtypeStructs, e.g.
+        `jax.eval_shape(model.init, rng)` unboxed); each leaf is restored with its own
+        sharding (e.g. `SingleDeviceSharding`), or replicated on the first device.
+        """
+        item = {"params": jax.tree.map(_on_device, abstract_params)}
+        restore_args = ocp.checkpoint_utils.construct_restore_args(item)
+
+        def read(candidate: int) -> Any:
+            # A handler of its own: restoring through the manager would bind its `state`
+            # item to PyTree args, and a later `save`/`restore` (Standard args) would fail.
+            with ocp.Checkpointer(ocp.PyTreeCheckpointHandler()) as reader:
+                restored = reader.restore(
+                    self.directory / str(candidate) / STATE,
+                    args=ocp.args.PyTreeRestore(item=item, restore_args=restore_args,
+                                                partial_restore=True))
+            return restored["params"]
+
+        return self._newest_readable(read, step)
+
+    def _newest_readable(self, read, step: int | None) -> Any:
+        """`read(step)`, or with `step=None` `read` of the newest step that reads, setting
+        aside (`_quarantine`) every newer one that does not."""
         if step is not None:
-            return self._restore_step(int(step), target, data_iterator)
+            restored = read(int(step))
+            self.restored_step = int(step)
+            return restored
         steps = sorted(self._manager.all_steps(), reverse=True)
         if not steps:
             raise CheckpointError(f"no checkpoint in {self.directory}")
         for candidate in steps:
             try:
-                return self._restore_step(candidate, target, data_iterator)
+                restored = read(candidate)
             except Exception as e:  # noqa: BLE001 - any read failure means "corrupt"
                 log.warning("checkpoint step %d in %s is unreadable (%s: %s); trying the "
                             "previous one", candidate, self.directory, type(e).__name__,
                             str(e)[:300])
                 self._quarantine(candidate)
+                continue
+            self.restored_step = candidate
+            return restored
         raise CheckpointError(f"no readable checkpoint in {self.directory} (tried steps "
                               f"{steps}; unreadable ones moved to {CORRUPT_DIR}/)")
-
-    def _restore_step(self, step: int, target, data_iterator) -> Any:
-        items = {STATE: ocp.args.StandardRestore(target)}
-        if data_iterator is not None:
-            items[DATA] = grain.checkpoint.CheckpointRestore(data_iterator)
-        restored = self._manager.restore(step, args=ocp.args.Composite(**items))
-        self.restored_step = step
-        return restored[STATE]
 
     def _quarantine(self, step: int) -> None:
         """Moves an unreadable step out of the way: a resumed run will save it again, and
@@ -183,6 +230,14 @@ class Checkpointer:
         if jax.process_count() > 1:
             multihost_utils.sync_global_devices(f"checkpoint_quarantine_{step}")
         self._manager.reload()
+
+
+def _on_device(x) -> jax.ShapeDtypeStruct:
+    """`x`'s shape and dtype with its own sharding, or the first device's."""
+    sharding = getattr(x, "sharding", None)
+    if sharding is None:
+        sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    return jax.ShapeDtypeStruct(np.shape(x), x.dtype, sharding=sharding)
 
 
 def _restore_target(abstract_state, shardings):
@@ -219,9 +274,6 @@ class PreemptionGuard:
     @property
     def should_stop(self) -> bool:
         return self._event.is_set()
-
-    def request_stop(self) -> None:
-        self._event.set()
 
     def should_stop_at(self, step: int) -> bool:
         """The local flag (one process) or the hosts' agreed preemption step (several)."""

@@ -15,7 +15,7 @@ import logging
 
 import jax
 
-from omni_jax.configuration import ConfigError
+from data_pipelines.config_checks import ConfigError
 
 log = logging.getLogger(__name__)
 

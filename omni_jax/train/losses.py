@@ -40,6 +40,9 @@ import optax
 from data_pipelines.contract import LabelKind
 from omni_jax.audio.frontend import LogMelFrontend
 
+# `loss.think_form`: the negative_ce think term as the paper writes it, or bounded.
+THINK_FORMS = ("paper", "unlikelihood")
+
 # Unlikelihood: p(label) is clipped to 1 - UL_EPS, so one position costs at most
 # -log(UL_EPS) ~ 13.8 and the gradient stays finite.
 UL_EPS = 1e-6
@@ -89,8 +92,8 @@ def mel_target(speech_target_BxKxS: jax.Array, config) -> jax.Array:
     """The log-mel the synthesizer must produce: the frontend over the whole sequence (so a
     block's first frames see the previous block's tail, as the streaming frontend does)."""
     b, k, s = speech_target_BxKxS.shape
-    mel_BxTxM = LogMelFrontend.from_config(config)(speech_target_BxKxS.reshape(b, k * s))
-    return mel_BxTxM.reshape(b, k, mel_BxTxM.shape[1] // k, -1)
+    mel_BxFxM = LogMelFrontend.from_config(config)(speech_target_BxKxS.reshape(b, k * s))
+    return mel_BxFxM.reshape(b, k, mel_BxFxM.shape[1] // k, -1)
 
 
 def masked_mean(x: jax.Array, mask: jax.Array) -> jax.Array:

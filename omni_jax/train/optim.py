@@ -1,5 +1,6 @@
-"""Optimizer: AdamW + warmup/cosine schedule + clipping, freezing by path regex, training
-stages, and a guard that skips non-finite steps.
+"""Optimizer: AdamW + warmup/cosine schedule + clipping, freezing by path regex, and a guard
+that skips non-finite steps. (The paper's training stages are freeze patterns in
+`configs/common.py`; the train state is `omni_jax.train.state`.)
 
 The transformation, outermost first:
   skip_nonfinite                        a step with a non-finite loss or gradient changes
@@ -15,7 +16,7 @@ is an error naming it, so that a typo can never silently train everything.
 
 The update takes the loss as an extra argument:
   updates, opt_state = optimizer.update(grads, opt_state, params, loss=loss)
-`apply_gradients` does that and the parameter update in one call.
+`state.apply_gradients` does that and the parameter update in one call.
 """
 
 from __future__ import annotations
@@ -24,34 +25,12 @@ import re
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
-import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
 
 TRAINABLE, FROZEN = "trainable", "frozen"
-
-# The LLM's pretrained base: everything under llm/ except the LoRA adapters and the
-# cross-attention layers (new in the cross_attention fusion, so never pretrained).
-_LLM_BASE = r"llm/(?!.*(/lora_[ab]$|/cross_)).*"
-_STAGES = {
-    # Connector + LoRA (+ cross-attention, speak head) on ASR/QA; synthesizer not yet.
-    "stage1": (r"encoder/.*", _LLM_BASE, r"synth/.*"),
-    # Adds the synthesizer, on duplex data.
-    "stage2": (r"encoder/.*", _LLM_BASE),
-    # DPO on barge-in/backchannel pairs trains what stage 2 trains (the loss is future work).
-    "dpo": (r"encoder/.*", _LLM_BASE),
-    "full": (),
-}
-
-
-def stage_frozen_patterns(stage: str) -> tuple[str, ...]:
-    """The `train.frozen` patterns of one of the paper's training stages."""
-    if stage not in _STAGES:
-        raise ValueError(f"unknown training stage {stage!r}; known: {sorted(_STAGES)}")
-    return _STAGES[stage]
-
 
 # ---- paths and masks --------------------------------------------------------------------
 
@@ -185,30 +164,3 @@ def nonfinite_count(opt_state: NonFiniteState) -> jax.Array:
 def consecutive_nonfinite(opt_state: NonFiniteState) -> jax.Array:
     """Non-finite steps in a row; the trainer stops at train.max_consecutive_nonfinite."""
     return opt_state.consecutive
-
-
-# ---- the train state --------------------------------------------------------------------
-
-@flax.struct.dataclass
-class TrainState:
-    """What a checkpoint holds. `step` counts every attempted step, skipped ones included
-    (the schedule inside `opt_state` advances only on applied steps)."""
-
-    step: jax.Array  # int32 scalar
-    params: Any  # unboxed {'params': ...} pytree, as DuplexModel's functions take it
-    opt_state: Any
-
-
-def init_train_state(params, optimizer: optax.GradientTransformation) -> TrainState:
-    params = nn.meta.unbox(params)
-    return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                      opt_state=optimizer.init(params))
-
-
-def apply_gradients(state: TrainState, grads, optimizer: optax.GradientTransformation,
-                    loss: jax.Array | None = None) -> TrainState:
-    """One optimizer step; with a non-finite loss or gradient, params and optimizer moments
-    stay as they were and the non-finite counters advance."""
-    updates, opt_state = optimizer.update(grads, state.opt_state, state.params, loss=loss)
-    return state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
-                         opt_state=opt_state)

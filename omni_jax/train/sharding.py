@@ -7,7 +7,7 @@ The model names its array dimensions logically (`embed`, `mlp`, `heads`, ...; se
   mesh = make_mesh(config)                             # Auto axes, sized by config.mesh.*
   rules = logical_rules(config)
   with activate(mesh, rules):                          # activation constraints resolve
-      params, shardings = sharded_init(model.init, rng, mesh, rules)
+      state, shardings = state.init_train_state(model.init, optimizer, mesh, rules, rng)
       batch = global_batch(local_numpy_batch, mesh)    # this process's rows -> global array
 
 Parallelism is configuration: the same code runs on one device, on 8 fake CPU devices and
@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import flax.linen as nn
@@ -27,23 +27,54 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from omni_jax import configuration
+from data_pipelines import config_checks
+from data_pipelines.config_checks import ConfigError
 
-MESH_AXES = configuration.MESH_AXES  # ('data', 'fsdp', 'tensor')
+MESH_AXES = ("data", "fsdp", "tensor")
 BATCH_AXES = ("data", "fsdp")  # the batch dimension is split over both data-parallel axes
 
 Rules = tuple[tuple[str, str | tuple[str, ...] | None], ...]
 
 
+def mesh_shape(config, num_devices: int) -> dict[str, int]:
+    """The mesh axis sizes of `config.mesh` (-1 = the rest) for `num_devices` devices; a
+    ConfigError names the `config.mesh` field that cannot be met."""
+    check = config_checks.check
+    sizes = {axis: int(config.mesh[axis]) for axis in MESH_AXES}
+    free = [a for a, s in sizes.items() if s == -1]
+    if len(free) > 1:
+        raise ConfigError(f"config.mesh.{free[1]}: only one mesh axis may be -1, got {free}")
+    for axis, size in sizes.items():
+        check(size == -1 or size >= 1, f"mesh.{axis}", f"must be >= 1 or -1, got {size}")
+    fixed = math.prod(s for s in sizes.values() if s != -1)
+    if free:
+        check(num_devices % fixed == 0, f"mesh.{free[0]}",
+              f"{num_devices} devices are not divisible by the other axes' product {fixed}")
+        sizes[free[0]] = num_devices // fixed
+    check(math.prod(sizes.values()) == num_devices, "mesh",
+          f"axes {sizes} need {math.prod(sizes.values())} devices, but {num_devices} exist")
+    return sizes
+
+
+def check_batch(config, num_devices: int) -> None:
+    """The global batch must split evenly over the batch axes (data x fsdp)."""
+    sizes = mesh_shape(config, num_devices)
+    shards = math.prod(sizes[a] for a in BATCH_AXES)
+    batch = int(config.data.pipeline.batch_size)
+    if batch % shards:
+        raise ConfigError(f"config.data.pipeline.batch_size: {batch} is not divisible by "
+                          f"data x fsdp = {shards}")
+
+
 def make_mesh(config, devices: Sequence[jax.Device] | None = None) -> Mesh:
     """The ('data', 'fsdp', 'tensor') mesh over `devices` (default: every global device).
 
-    Axis sizes come from `configuration.mesh_shape`, which raises a ConfigError naming the
+    Axis sizes come from `mesh_shape`, which raises a ConfigError naming the
     config.mesh field when they do not match the device count. Axes are Auto (the
     compiler propagates shardings; `jax.make_mesh` defaults to Explicit now).
     """
     devices = list(jax.devices() if devices is None else devices)
-    sizes = configuration.mesh_shape(config, len(devices))
+    sizes = mesh_shape(config, len(devices))
     shape = tuple(sizes[a] for a in MESH_AXES)
     return jax.make_mesh(shape, MESH_AXES, axis_types=(jax.sharding.AxisType.Auto,) * 3,
                          devices=devices)
@@ -60,7 +91,7 @@ def logical_rules(config) -> Rules:
             axes = () if target is None else (target,)
         unknown = [a for a in axes if a not in MESH_AXES]
         if unknown:
-            raise configuration.ConfigError(
+            raise ConfigError(
                 f"config.mesh.rules[{i}] ({name!r}): unknown mesh axes {unknown}; "
                 f"known {list(MESH_AXES)}")
         rules.append((str(name), target))
@@ -115,30 +146,6 @@ def param_shardings(abstract_boxed: Any, mesh: Mesh, rules: Rules) -> Any:
 def replicated(tree: Any, mesh: Mesh) -> Any:
     """A fully replicated sharding for every leaf (step counters, optimizer scalars)."""
     return jax.tree.map(lambda _: NamedSharding(mesh, PartitionSpec()), tree)
-
-
-def shard_state(tree: Any, shardings: Any) -> Any:
-    """Places an unboxed pytree onto `shardings` (every process passes the same values)."""
-    return jax.device_put(strip_boxes(tree), shardings)
-
-
-def abstract_state(tree: Any, shardings: Any) -> Any:
-    """ShapeDtypeStructs carrying target shardings: a restore target for checkpoints."""
-    return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-                        strip_boxes(tree), shardings)
-
-
-def sharded_init(init_fn: Callable[[jax.Array], Any], rng: jax.Array, mesh: Mesh,
-                 rules: Rules) -> tuple[Any, Any]:
-    """Runs `init_fn(rng)` (boxed parameters) directly into its sharded layout.
-
-    Returns (unboxed params, their shardings). No device ever holds the whole model: the
-    jitted init writes each shard where `param_shardings` puts it.
-    """
-    with activate(mesh, rules):
-        shardings = param_shardings(jax.eval_shape(init_fn, rng), mesh, rules)
-        params = jax.jit(lambda key: strip_boxes(init_fn(key)), out_shardings=shardings)(rng)
-    return params, shardings
 
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:

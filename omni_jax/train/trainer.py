@@ -20,18 +20,18 @@ import functools
 import logging
 import os
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from data_pipelines import contract
-from omni_jax import configuration
 from omni_jax.models import pretrained
 from omni_jax.models.omni import DuplexModel
-from omni_jax.train import checkpoint, losses, metrics, optim, sharding
+from omni_jax.train import checkpoint, losses, optim, sharding, writers
+from omni_jax.train import state as state_lib
+from omni_jax.train.state import TrainState
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ class NonFiniteError(RuntimeError):
 
 @dataclasses.dataclass
 class FitResult:
-    state: optim.TrainState
+    state: TrainState
     step: int
     stopped_early: bool  # SIGTERM / preemption
     skipped_samples: int  # bad samples the pipeline dropped (skip policy)
@@ -52,14 +52,19 @@ class FitResult:
 
 
 class Trainer:
-    """Builds the mesh, the model, the optimizer and the jitted train/eval steps."""
+    """Builds the mesh, the model, the optimizer and the jitted train/eval steps.
+
+    `config` is validated by the entry point (`omni_jax.configuration.validate`); here only
+    the mesh and the batch are checked against the devices. `abstract_state` and
+    `state_shardings` describe the train state before anything is allocated."""
 
     def __init__(self, config, workdir: str | os.PathLike,
                  devices: Sequence[jax.Device] | None = None):
         # `devices`: the mesh's devices (default: every global device), e.g. a one-device
         # reference run beside a sharded one in the same process.
         devices = jax.devices() if devices is None else list(devices)
-        self.config = configuration.validate(config, num_devices=len(devices))
+        sharding.check_batch(config, len(devices))
+        self.config = config
         self.workdir = Path(workdir)
         self.model = DuplexModel.from_config(config)
         self.mesh = sharding.make_mesh(config, devices)
@@ -68,47 +73,35 @@ class Trainer:
         self.checkpointer = checkpoint.Checkpointer.from_config(
             config, self.workdir / "checkpoints",
             save_interval_steps=max(1, int(config.train.checkpoint_every)))
-        with sharding.activate(self.mesh, self.rules):
-            self._abstract_boxed = jax.eval_shape(self.model.init, jax.random.key(0))
-        self.optimizer = optim.make_optimizer(config, self._abstract_boxed)
-        self._state_shardings = None
+        self.optimizer = optim.make_optimizer(config, jax.eval_shape(self.model.init,
+                                                                     jax.random.key(0)))
+        self.abstract_state, self.state_shardings = state_lib.abstract_train_state(
+            self.model.init, self.optimizer, self.mesh, self.rules)
         self._train_step = None
         self._eval_step = None
 
     # ---- state ----------------------------------------------------------------------------
 
-    def init_state(self, load_pretrained: bool = True) -> optim.TrainState:
+    def init_state(self, load_pretrained: bool = True) -> TrainState:
         """Fresh parameters and optimizer state, created sharded (never whole on one device).
         With `model.llm.pretrained_path` set (and `load_pretrained`), the LLM part is then
         read from that checkpoint (omni_jax.models.pretrained)."""
-        param_shardings = sharding.param_shardings(self._abstract_boxed, self.mesh,
-                                                   self.rules)
-
-        def init(rng):
-            params = nn.meta.unbox(self.model.init(rng))
-            params = jax.lax.with_sharding_constraint(params, param_shardings)
-            return optim.init_train_state(params, self.optimizer)
-
-        with sharding.activate(self.mesh, self.rules):
-            abstract = jax.eval_shape(init, jax.random.key(0))
-            self._state_shardings = _state_shardings(abstract, param_shardings, self.mesh)
-            state = jax.jit(init, out_shardings=self._state_shardings)(
-                jax.random.key(self.config.seed))
+        state, _ = state_lib.init_train_state(self.model.init, self.optimizer, self.mesh,
+                                              self.rules, jax.random.key(self.config.seed))
         if load_pretrained and self.config.model.llm.get("pretrained_path"):
             # AdamW's moments start at zero whatever the values, so only params change.
             state = state.replace(params=pretrained.replace_llm_params(state.params, self.config))
         return state
 
-    def restore_or_init(self, data_iterator=None) -> optim.TrainState:
+    def restore_or_init(self, data_iterator=None) -> TrainState:
         """The newest readable checkpoint (with the data iterator's position), or init."""
-        # A resumed run takes its LLM from the checkpoint: no pretrained read first.
-        state = self.init_state(load_pretrained=self.checkpointer.latest_step() is None)
         if self.checkpointer.latest_step() is None:
-            return state
+            return self.init_state()
+        # A resumed run takes everything from the checkpoint: nothing is initialised first.
         if not hasattr(data_iterator, "set_state"):
             data_iterator = None
-        restored = self.checkpointer.restore(abstract_state=state,
-                                             shardings=self._state_shardings,
+        restored = self.checkpointer.restore(abstract_state=self.abstract_state,
+                                             shardings=self.state_shardings,
                                              data_iterator=data_iterator)
         log.info("resumed from %s step %d", self.checkpointer.directory,
                  self.checkpointer.restored_step)
@@ -120,30 +113,27 @@ class Trainer:
         outputs = self.model.parallel_forward(params, batch)
         return losses.compute_losses(outputs, batch, self.config)
 
-    def _step(self, state: optim.TrainState, batch: dict, param_shardings
-              ) -> tuple[optim.TrainState, dict]:
+    def _step(self, state: TrainState, batch: dict, param_shardings
+              ) -> tuple[TrainState, dict]:
         (loss, parts), grads = jax.value_and_grad(self._loss_fn, has_aux=True)(
             state.params, batch)
         # Gradients laid out like the parameters: left to XLA, those of frozen parameters
         # (no optimizer state to pin them) came out replicated, ~38 GB per device at 8B.
         grads = jax.lax.with_sharding_constraint(grads, param_shardings)
-        new_state = optim.apply_gradients(state, grads, self.optimizer, loss)
+        new_state = state_lib.apply_gradients(state, grads, self.optimizer, loss)
         parts = dict(parts, grad_norm=_global_norm(grads),
                      nonfinite=optim.consecutive_nonfinite(new_state.opt_state))
         return new_state, parts
 
     def jitted_train_step(self, state_shardings=None):
-        """The jitted train step (state donated); also lowers on abstract shapes (AOT
-        compile checks pass `state_shardings` of an abstract state)."""
-        state_shardings = state_shardings or self._state_shardings
-        if state_shardings is None:
-            raise RuntimeError("jitted_train_step needs state shardings: call init_state or "
-                               "restore_or_init first, or pass them")
+        """The jitted train step (state donated); it also lowers on `self.abstract_state`
+        (the benchmarks' ahead-of-time compile)."""
+        state_shardings = state_shardings or self.state_shardings
         step = functools.partial(self._step, param_shardings=state_shardings.params)
         return jax.jit(step, in_shardings=(state_shardings, self.batch_sharding),
                        out_shardings=(state_shardings, None), donate_argnums=0)
 
-    def train_step(self, state: optim.TrainState, batch: dict) -> tuple[optim.TrainState, dict]:
+    def train_step(self, state: TrainState, batch: dict) -> tuple[TrainState, dict]:
         """One optimizer step on a global batch (jitted on first use, state donated)."""
         if self._train_step is None:
             self._train_step = self.jitted_train_step()
@@ -155,7 +145,7 @@ class Trainer:
         if self._eval_step is None:
             self._eval_step = jax.jit(
                 lambda params, batch: self._loss_fn(params, batch)[1],
-                in_shardings=(self._state_shardings.params, self.batch_sharding))
+                in_shardings=(self.state_shardings.params, self.batch_sharding))
         with sharding.activate(self.mesh, self.rules):
             return self._eval_step(params, batch)
 
@@ -164,15 +154,15 @@ class Trainer:
 
     # ---- the loop -------------------------------------------------------------------------
 
-    def fit(self, state: optim.TrainState, data_iterator: Iterator[dict],
-            eval_fn: Callable[[optim.TrainState], dict] | None = None,
+    def fit(self, state: TrainState, data_iterator: Iterator[dict],
+            eval_fn: Callable[[TrainState], dict] | None = None,
             writer=None) -> FitResult:
         """Trains until `train.steps` (or SIGTERM); checkpoints, logs and evaluates."""
         c = self.config.train
         total = int(c.steps)
         step = int(jax.device_get(state.step))
-        writer = writer or metrics.make_writer(str(self.workdir), jax.process_index())
-        throughput = metrics.Throughput(self.config.data.pipeline.batch_size, total)
+        writer = writer or writers.make_writer(str(self.workdir), jax.process_index())
+        throughput = writers.Throughput(self.config.data.pipeline.batch_size, total)
         names = losses.part_names(self.config)
         window: list[dict] = []
         skipped, stopped_early, last = 0, False, {}
@@ -195,7 +185,7 @@ class Trainer:
                                                     examples_per_sec=examples,
                                                     skipped_samples=skipped))
                     if jax.process_index() == 0:
-                        print(metrics.progress_line(step, total, last, rate, examples, eta,
+                        print(writers.progress_line(step, total, last, rate, examples, eta,
                                                     keys=names), flush=True)
                 if eval_fn is not None and c.eval_every and step % c.eval_every == 0:
                     writer.write_scalars(step, {f"eval/{k}": v
@@ -221,23 +211,6 @@ class Trainer:
                 f"{int(parts['nonfinite'])} non-finite steps in a row up to step {step} "
                 f"(train.max_consecutive_nonfinite={limit}); last good checkpoint: step "
                 f"{self.checkpointer.latest_step()} in {self.checkpointer.directory}")
-
-
-def _state_shardings(abstract_state, param_shardings, mesh) -> Any:
-    """Params as the rules say; each optimizer moment like the parameter it mirrors (its
-    tree path ends with that parameter's path); everything else replicated."""
-    replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-    by_path = {jax.tree_util.keystr(path): shard for path, shard in
-               jax.tree_util.tree_leaves_with_path(param_shardings)}
-
-    def opt_sharding(path, leaf):
-        key = jax.tree_util.keystr(path)
-        matches = [p for p in by_path if key.endswith(p)]
-        return by_path[max(matches, key=len)] if matches and leaf.ndim else replicated
-
-    return optim.TrainState(
-        step=replicated, params=param_shardings,
-        opt_state=jax.tree_util.tree_map_with_path(opt_sharding, abstract_state.opt_state))
 
 
 def _global_norm(tree) -> jax.Array:

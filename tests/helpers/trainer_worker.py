@@ -123,7 +123,7 @@ def _loss_and_grads(trainer, state, batch) -> tuple[float, dict]:
 
     with sharding.activate(trainer.mesh, trainer.rules):
         fn = jax.jit(jax.value_and_grad(trainer._loss_fn, has_aux=True),
-                     in_shardings=(trainer._state_shardings.params, trainer.batch_sharding))
+                     in_shardings=(trainer.state_shardings.params, trainer.batch_sharding))
         (loss, _), grads = fn(state.params, trainer.global_batch(batch))
     return float(np.asarray(loss.addressable_data(0))), _host_tree(grads)
 
@@ -226,8 +226,8 @@ def nonfinite(config, workdir: Path) -> dict:
     out["checkpoints"], out["latest"] = ckpt.all_steps(), ckpt.latest_step()
 
     def restore(step=None):
-        return ckpt.restore(step, abstract_state=trainer.init_state(),
-                            shardings=trainer._state_shardings)
+        return ckpt.restore(step, abstract_state=trainer.abstract_state,
+                            shardings=trainer.state_shardings)
 
     last_good, latest = restore(good), restore()
     out["latest_equals_last_good"] = _bitwise_equal(_host_params(latest),

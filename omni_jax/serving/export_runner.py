@@ -1,4 +1,4 @@
-"""Standalone runner of an exported duplex model (written by `python -m omni_jax.export`).
+"""Standalone runner of an exported duplex model (`python -m omni_jax.serving.export` writes it).
 
   python EXPORT_DIR/run_exported.py EXPORT_DIR input.wav [more.wav ...]
       [--out=result.json] [--mel_out=mel.npz] [--prompt="answer the user"]
@@ -77,7 +77,7 @@ def read_manifest(export_dir: str | Path) -> dict:
     path = Path(export_dir) / MANIFEST
     if not path.is_file():
         raise ExportError(f"{path}: missing (is {export_dir} an export folder written by "
-                          "`python -m omni_jax.export`?)")
+                          "`python -m omni_jax.serving.export`?)")
     try:
         manifest = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -284,10 +284,10 @@ def read_audio(path: str | Path, sample_rate: int) -> np.ndarray:
     import soundfile as sf
 
     try:
-        audio_TxC, rate = sf.read(str(path), dtype="float32", always_2d=True)
+        audio_TxCh, rate = sf.read(str(path), dtype="float32", always_2d=True)
     except Exception as e:  # noqa: BLE001 - soundfile raises several types
         raise ValueError(f"{path}: unreadable audio ({e})") from None
-    return resample(audio_TxC.mean(axis=1), int(rate), sample_rate)
+    return resample(audio_TxCh.mean(axis=1), int(rate), sample_rate)
 
 
 class TextDecoder:

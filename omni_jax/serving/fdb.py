@@ -1,6 +1,6 @@
 """Full-Duplex-Bench-compatible runner: a trained run answers every `input.wav` of a folder.
 
-  python -m omni_jax.evaluation.fdb --workdir=RUN INPUT_DIR OUTPUT_DIR
+  python -m omni_jax.serving.fdb --workdir=RUN INPUT_DIR OUTPUT_DIR
       [--prompt="answer the user"] [--overwrite] [--strict] [--max_seconds=600]
       [--temperature=0] [--seed=0] [--bucket_seconds=10]
 
@@ -39,15 +39,15 @@ Long inputs. The engine sizes the LLM and synthesizer caches for the whole file
 (`DuplexModel.init_state(num_blocks)`), so memory grows linearly with duration (per stream:
 2 * llm layers * (prompt_len + K * (2 + N)) * kv_heads * head_dim values for the LLM cache
 alone: at K = 7500, ~90 MB for configs/tiny.py in float32, ~0.74 GB for configs/omni_1b.py
-in bfloat16) and the attention work per block grows with the position. Files up to `--max_seconds` (default 600 s
-= 7500 blocks of 80 ms) are processed whole; a longer one is a per-file error naming the
-limit, raised from the header before any audio is decoded. Beyond the trained length
-(`data.num_blocks`, `model.llm.max_len`) RoPE extrapolates: it runs, the quality is
-untested; output.json records `training_blocks`, `positions` and `llm_max_len` and the log
-warns. Each file is padded with silence to a multiple of `--bucket_seconds` blocks so that
-files of similar length share one compiled cache shape; the padding comes after the input
-(the model is causal), so it changes no output, and it is cut off before anything is
-written.
+in bfloat16) and the attention work per block grows with the position. Files up to
+`--max_seconds` (default 600 s = 7500 blocks of 80 ms) are processed whole; a longer one
+is a per-file error naming the limit, raised from the header before any audio is decoded.
+Beyond the trained length (`data.num_blocks`, `model.llm.max_len`) RoPE extrapolates: it
+runs, the quality is untested; output.json records `training_blocks`, `positions` and
+`llm_max_len` and the log warns. Each file is padded with silence to a multiple of
+`--bucket_seconds` blocks so that files of similar length share one compiled cache shape;
+the padding comes after the input (the model is causal), so it changes no output, and it is
+cut off before anything is written.
 """
 
 from __future__ import annotations
@@ -62,8 +62,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from absl import app, flags
 
-from omni_jax.audio import io as audio_io
+from data_pipelines import audio_io, render, world
+from omni_jax.audio.vocoder import make_vocoder
+from omni_jax.duplex.engine import DuplexEngine
+from omni_jax.evaluation.readings import fit_length, speaking_runs
+from omni_jax.models.omni import positions_per_block
+from omni_jax.serving.runs import RunLoadError, load_run
 
 log = logging.getLogger(__name__)
 
@@ -104,51 +110,23 @@ def find_inputs(input_dir: str | os.PathLike) -> list[Path]:
     return sorted(p for p in input_dir.rglob(INPUT_NAME) if p.is_file())
 
 
-def encode_prompt(tokenizer, text: str, prompt_len: int) -> np.ndarray:
-    """The prompt as the renderer lays it out: ids, then PAD up to `prompt_len`."""
-    from data_pipelines import contract
-
-    ids = tokenizer.encode(text) if text.strip() else []
-    if len(ids) > prompt_len:
-        raise FdbError(f"--prompt has {len(ids)} tokens, more than data.prompt_len="
-                       f"{prompt_len}: {text[:60]!r}")
-    tokens = np.full(prompt_len, contract.PAD_ID, np.int32)
-    tokens[:len(ids)] = ids
-    return tokens
-
-
-def speaking_runs(speaking_K: np.ndarray) -> list[tuple[int, int]]:
-    """[k0, k1) block ranges where `speaking_K` is True."""
-    edges = np.diff(np.concatenate([[0], speaking_K.astype(np.int8), [0]]))
-    return list(zip(np.flatnonzero(edges == 1).tolist(), np.flatnonzero(edges == -1).tolist()))
-
-
-def fit_length(audio_T: np.ndarray, length: int) -> np.ndarray:
-    """Cut or zero-pad to exactly `length` samples."""
-    if audio_T.size >= length:
-        return audio_T[:length]
-    return np.pad(audio_T, (0, length - audio_T.size))
-
-
 class FdbRunner:
     """One loaded run, its engine and vocoder; `process` answers one input file."""
 
     def __init__(self, run, *, prompt: str | None = None, temperature: float = 0.0,
                  seed: int = 0, max_seconds: float = DEFAULT_MAX_SECONDS,
                  bucket_seconds: float = DEFAULT_BUCKET_SECONDS):
-        from data_pipelines import contract, world
-        from omni_jax.audio.vocoder import make_vocoder
-        from omni_jax.duplex.engine import DuplexEngine
-
         self.run = run
         config = run.config
         if int(config.data.tokens_per_block) != 1:
             raise FdbError(f"{run.workdir}: free-running needs data.tokens_per_block == 1, "
                            f"the run has {config.data.tokens_per_block}")
         self.prompt = world.PROMPT_DIALOGUE if prompt is None else prompt
-        self.prompt_tokens = encode_prompt(run.tokenizer, self.prompt,
-                                           int(config.data.prompt_len))
-        self.prompt_mask = self.prompt_tokens != contract.PAD_ID
+        try:
+            self.prompt_tokens, self.prompt_mask = render.encode_prompt(
+                run.tokenizer, self.prompt, int(config.data.prompt_len), where="--prompt")
+        except render.PromptError as e:
+            raise FdbError(f"{e} (data.prompt_len of {run.workdir})") from None
         self.temperature, self.seed = float(temperature), int(seed)
         self.max_seconds = float(max_seconds)
         self.engine = DuplexEngine(run.model, run.params, config, temperature=temperature,
@@ -206,8 +184,6 @@ class FdbRunner:
 
     def describe(self, result, info: audio_io.AudioInfo, rel: str) -> dict[str, Any]:
         """output.json's content."""
-        from omni_jax.models.omni import positions_per_block
-
         config, run = self.run.config, self.run
         num_blocks = int(result.speaking.shape[1])
         events, text_ids = _with_pieces(result.events()[0], run.tokenizer)
@@ -344,8 +320,6 @@ def run(workdir: str | os.PathLike, input_dir: str | os.PathLike,
         output_dir: str | os.PathLike, *, prompt: str | None = None,
         overwrite: bool = False, strict: bool = False, **runner_kw) -> int:
     """Loads the run, answers the folder, returns the exit status (see the module doc)."""
-    from omni_jax.evaluation.checkpoint_loading import load_run
-
     find_inputs(input_dir)  # a wrong INPUT_DIR fails before minutes of model loading
     runner = FdbRunner(load_run(workdir), prompt=prompt, **runner_kw)
     summary = run_folder(runner, input_dir, output_dir, overwrite=overwrite)
@@ -353,10 +327,6 @@ def run(workdir: str | os.PathLike, input_dir: str | os.PathLike,
 
 
 def _main(argv) -> int:
-    from absl import app, flags
-
-    from omni_jax.evaluation.checkpoint_loading import RunLoadError
-
     if len(argv) != 3:
         raise app.UsageError(f"expected INPUT_DIR OUTPUT_DIR, got {argv[1:]}")
     f = flags.FLAGS
@@ -373,8 +343,6 @@ def _main(argv) -> int:
 def _define_flags() -> None:
     """Defined only when run as a program: importing this module (tests, other tools) must
     not clash with flags of the same name elsewhere (omni_jax.main's --workdir)."""
-    from absl import flags
-
     flags.DEFINE_string("workdir", None, "Run directory (config.json, tokenizer, "
                         "checkpoints/).", required=True)
     flags.DEFINE_string("prompt", None, "Text prompt (default world.PROMPT_DIALOGUE).")
@@ -389,7 +357,5 @@ def _define_flags() -> None:
 
 
 if __name__ == "__main__":
-    from absl import app
-
     _define_flags()
     app.run(_main)

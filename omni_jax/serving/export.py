@@ -1,6 +1,6 @@
 """Serving export: a trained run -> a folder that streams audio with numpy + jax only.
 
-  python -m omni_jax.export --workdir=RUN --out=EXPORT_DIR
+  python -m omni_jax.serving.export --workdir=RUN --out=EXPORT_DIR
       [--batch=1] [--max_seconds=60] [--prompt="answer the user"]
       [--platforms=cpu,cuda] [--overwrite]
   python EXPORT_DIR/run_exported.py EXPORT_DIR input.wav --out=result.json
@@ -16,7 +16,7 @@ runner without model code could not rebuild them anyway):
 i.e. `DuplexModel.init_state(params, prompt, max_blocks)` and `DuplexModel.step` with the
 pytrees flattened in `jax.tree.leaves` order; `manifest.json` names every leaf (its key
 path), shape and dtype. The folder's files and the runner's feedback rules are described in
-`omni_jax/export_runner.py`, which is copied in as `run_exported.py`.
+`omni_jax/serving/export_runner.py`, which is copied in as `run_exported.py`.
 
 Fixed at export time: the batch B (`--batch`), and the carry's capacity, `max_blocks` =
 ceil(max_seconds / block_ms) blocks after the prompt (the LLM and synthesizer caches are
@@ -38,9 +38,13 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import app, flags
 
-from omni_jax import export_runner
-from omni_jax.export_runner import ExportError
+from data_pipelines import contract, corpus, render, world
+from omni_jax.models.omni import positions_per_block
+from omni_jax.serving import export_runner
+from omni_jax.serving.export_runner import ExportError
+from omni_jax.serving.runs import RunLoadError, load_run
 
 log = logging.getLogger(__name__)
 
@@ -163,11 +167,7 @@ def _function_specs(lowered: dict) -> dict:
 def export_loaded(run, out_dir: str | os.PathLike, *, batch: int = 1,
                   max_seconds: float = DEFAULT_MAX_SECONDS, prompt: str | None = None,
                   platforms=DEFAULT_PLATFORMS, overwrite: bool = False) -> Path:
-    """Writes the export folder of a `LoadedRun` (`checkpoint_loading.load_run`)."""
-    from data_pipelines import contract, corpus, world
-    from omni_jax.evaluation import fdb
-    from omni_jax.models.omni import positions_per_block
-
+    """Writes the export folder of a `LoadedRun` (`runs.load_run`)."""
     config = run.config
     out_dir = Path(out_dir)
     check_out_dir(out_dir, overwrite)  # before the slow part
@@ -179,9 +179,10 @@ def export_loaded(run, out_dir: str | os.PathLike, *, batch: int = 1,
         raise ExportError(f"max_seconds must be > 0, got {max_seconds}")
     prompt = world.PROMPT_DIALOGUE if prompt is None else prompt
     try:
-        prompt_tokens = fdb.encode_prompt(run.tokenizer, prompt, int(config.data.prompt_len))
-    except fdb.FdbError as e:
-        raise ExportError(str(e)) from None
+        prompt_tokens, _ = render.encode_prompt(run.tokenizer, prompt,
+                                                int(config.data.prompt_len), where="--prompt")
+    except render.PromptError as e:
+        raise ExportError(f"{e} (data.prompt_len of {run.workdir})") from None
     positions = int(config.data.prompt_len) + max_blocks * positions_per_block(config)
     if positions > config.model.llm.max_len or max_blocks > config.data.num_blocks:
         log.warning("max_blocks=%d (%d positions) is beyond the trained length (%d blocks, "
@@ -205,10 +206,9 @@ def export_loaded(run, out_dir: str | os.PathLike, *, batch: int = 1,
         "vocab_size": int(config.data.tokenizer.vocab_size),
         "tokenizer_vocab_size": int(run.tokenizer.vocab_size),
         "prompt": prompt, "prompt_tokens": [int(t) for t in prompt_tokens],
-        "token_ids": {contract.PAD: contract.PAD_ID, contract.UNK: contract.UNK_ID,
-                      contract.BOS: contract.BOS_ID, contract.EOS: contract.EOS_ID},
+        "token_ids": dict(contract.CONTROL_TOKEN_IDS),
         "state_token_ids": dict(contract.STATE_TOKEN_IDS),
-        "first_text_id": max(contract.STATE_TOKEN_IDS.values()) + 1,
+        "first_text_id": contract.FIRST_TEXT_ID,
         "functions": _function_specs(lowered),
         "params": _leaf_specs(run.params), "carry": _leaf_specs(lowered["carry_shapes"]),
     }
@@ -240,16 +240,12 @@ def export_loaded(run, out_dir: str | os.PathLike, *, batch: int = 1,
 
 def export_run(workdir: str | os.PathLike, out_dir: str | os.PathLike, **kwargs) -> Path:
     """Loads the run in `workdir` (`RunLoadError` if it is not one) and exports it."""
-    from omni_jax.evaluation.checkpoint_loading import load_run
-
     check_out_dir(Path(out_dir), bool(kwargs.get("overwrite", False)))
     return export_loaded(load_run(workdir), out_dir, **kwargs)
 
 
 def define_flags():
     """Command-line flags, defined only when run as a program (importing stays free)."""
-    from absl import flags
-
     flags.DEFINE_string("workdir", None, "Run directory (written by omni_jax.main).",
                         required=True)
     flags.DEFINE_string("out", None, "Export folder to write.", required=True)
@@ -262,10 +258,6 @@ def define_flags():
 
 
 def main(argv) -> None:
-    from absl import flags
-
-    from omni_jax.evaluation.checkpoint_loading import RunLoadError
-
     del argv
     f = flags.FLAGS
     try:
@@ -279,7 +271,5 @@ def main(argv) -> None:
 
 
 if __name__ == "__main__":
-    from absl import app
-
     define_flags()
     app.run(main)

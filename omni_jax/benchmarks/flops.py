@@ -36,6 +36,11 @@ import math
 import re
 import time
 
+import jax
+import jax.numpy as jnp
+
+from omni_jax.models.omni import positions_per_block
+
 TRAIN_MULTIPLIER = 3  # forward + backward (2 x forward)
 
 # Dense bfloat16 peak FLOP/s per device, vendor spec. (device_kind substring, FLOP/s); the
@@ -99,8 +104,6 @@ def decoder_flops(batch: int, length: int, num_layers: int, width: int, num_head
 
 def llm_length(config) -> int:
     """LLM positions per training sequence: prompt + K blocks x positions per block."""
-    from omni_jax.models.omni import positions_per_block
-
     return config.data.prompt_len + config.data.num_blocks * positions_per_block(config)
 
 
@@ -335,6 +338,21 @@ def xla_cost_flops(compiled) -> float | None:
     return None if flops is None else float(flops)
 
 
+def compiled_check(compiled, analytic: dict, num_devices: int) -> dict:
+    """XLA's own FLOP figures of a compiled training step (per device) against the
+    analytic ones (`train_step_flops`), as the benchmarks' result keys."""
+    xla = xla_cost_flops(compiled)
+    hlo = hlo_dot_flops(compiled.as_text())
+    per_device = analytic["train_step"] / num_devices
+    comparable = analytic["hlo_comparable"] / num_devices
+    return dict(
+        xla_cost_flops=xla,
+        analytic_over_xla_cost=per_device / xla if xla else None,
+        hlo_dot_flops=hlo["flops"], hlo_loops=hlo["loops"],
+        hlo_loops_without_trip_count=hlo["loops_without_trip_count"],
+        analytic_over_hlo_dots=comparable / hlo["flops"] if hlo["flops"] else None)
+
+
 # ---- peaks ---------------------------------------------------------------------------------
 
 def vendor_peak_flops(device_kind: str) -> float | None:
@@ -352,9 +370,6 @@ def measure_peak_flops(device=None, dtype: str = "bfloat16", size: int | None = 
     Default size: 8192 on accelerators, 2048 on a CPU (a few tenths of a second each).
     Returns {'peak_flops', 'matmul_size', 'matmul_dtype', 'seconds'}.
     """
-    import jax
-    import jax.numpy as jnp
-
     device = device or jax.devices()[0]
     size = size or (2048 if device.platform == "cpu" else 8192)
     keys = jax.random.split(jax.random.key(0), 2)

@@ -1,7 +1,9 @@
 """Audio file I/O: read anything soundfile (or librosa's fallback) can read, as mono float32
 at the rate asked for, with a clear error naming the file for anything unusable.
 
-Used by real-noise/RIR augmentation, real-corpus sources and the evaluation runners.
+Used by the real-corpus sources (`sources.utterances`, `sources.fsdd`), `inspect` and the
+evaluation runners (omni_jax.evaluation). soundfile and librosa are imported where they are
+used: librosa is slow to import and only resampling and mp3/opus need it.
 """
 
 from __future__ import annotations
@@ -31,23 +33,23 @@ class AudioInfo:
 
 
 def _read_native(path: Path) -> tuple[np.ndarray, int]:
-    """Returns (audio_TxC float32, native rate). soundfile first; mp3/opus via librosa."""
-    import soundfile as sf
+    """Returns (audio_TxCh float32, native rate). soundfile first; mp3/opus via librosa."""
+    import soundfile as sf  # imported where used, as librosa (see the module docstring)
 
     try:
-        audio_TxC, rate = sf.read(str(path), dtype="float32", always_2d=True)
-        return audio_TxC, int(rate)
+        audio_TxCh, rate = sf.read(str(path), dtype="float32", always_2d=True)
+        return audio_TxCh, int(rate)
     except Exception as sf_error:  # soundfile's errors are not a single type
         if path.suffix.lower() not in (".mp3", ".opus", ".m4a"):
             raise AudioError(f"{path}: unreadable audio ({sf_error})") from None
     import librosa
 
     try:
-        audio_CxT, rate = librosa.load(str(path), sr=None, mono=False)
+        audio_ChxT, rate = librosa.load(str(path), sr=None, mono=False)
     except Exception as lr_error:
         raise AudioError(f"{path}: unreadable audio ({lr_error})") from None
-    audio_TxC = np.atleast_2d(audio_CxT).T.astype(np.float32)
-    return audio_TxC, int(rate)
+    audio_TxCh = np.atleast_2d(audio_ChxT).T.astype(np.float32)
+    return audio_TxCh, int(rate)
 
 
 def load_audio(path: str | os.PathLike, sample_rate: int, *, channel: int | None = None,
@@ -63,16 +65,16 @@ def load_audio(path: str | os.PathLike, sample_rate: int, *, channel: int | None
         raise AudioError(f"{path}: no such file")
     if path.stat().st_size == 0:
         raise AudioError(f"{path}: empty file (0 bytes)")
-    audio_TxC, rate = _read_native(path)
-    if audio_TxC.shape[0] == 0:
+    audio_TxCh, rate = _read_native(path)
+    if audio_TxCh.shape[0] == 0:
         raise AudioError(f"{path}: no samples")
     if channel is None:
-        audio_T = audio_TxC.mean(axis=1)
-    elif 0 <= channel < audio_TxC.shape[1]:
-        audio_T = audio_TxC[:, channel]
+        audio_T = audio_TxCh.mean(axis=1)
+    elif 0 <= channel < audio_TxCh.shape[1]:
+        audio_T = audio_TxCh[:, channel]
     else:
         raise AudioError(f"{path}: channel {channel} asked for, file has "
-                         f"{audio_TxC.shape[1]}")
+                         f"{audio_TxCh.shape[1]}")
     if not np.all(np.isfinite(audio_T)):
         raise AudioError(f"{path}: NaN or Inf samples")
     if rate != sample_rate:
@@ -108,7 +110,7 @@ def audio_info(path: str | os.PathLike) -> AudioInfo:
 
 
 def write_wav(path: str | os.PathLike, audio: np.ndarray, sample_rate: int) -> None:
-    """Writes 16-bit PCM; audio_T (mono) or audio_TxC. Samples outside [-1, 1] are an error."""
+    """Writes 16-bit PCM; audio_T (mono) or audio_TxCh. Samples outside [-1, 1] are an error."""
     import soundfile as sf
 
     audio = np.asarray(audio, dtype=np.float32)

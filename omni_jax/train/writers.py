@@ -1,5 +1,5 @@
-"""Training metrics: a `clu.metrics.Collection` of averaged loss parts, a TensorFlow-free
-metric writer, and the one-line progress report.
+"""What training writes: a `clu.metrics.Collection` of averaged loss parts, TensorFlow-free
+metric writers, and the one-line progress report.
 
 Writers. `make_writer(workdir, process_index)` gives every process the same interface
 (write_scalars, write_texts, write_hparams, flush, close) but only process 0 writes:

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from omni_jax.train import metrics
+from omni_jax.train import writers
 
 
 def _read_events(path):
@@ -29,7 +29,7 @@ def _read_events(path):
 
 
 def test_collection_averages_over_updates():
-    Metrics = metrics.train_collection(["loss", "text"])
+    Metrics = writers.train_collection(["loss", "text"])
 
     @jax.jit
     def step_metrics(x):
@@ -47,7 +47,7 @@ def test_collection_averages_over_updates():
 
 def test_writer_jsonl_and_tensorboard(tmp_path):
     workdir = str(tmp_path / "run")
-    writer = metrics.make_writer(workdir, process_index=0)
+    writer = writers.make_writer(workdir, process_index=0)
     writer.write_hparams({"lr": 1e-3, "frozen": ("encoder/.*",)})
     writer.write_scalars(10, {"loss": jnp.float32(2.5), "acc_text": np.float64(0.25)})
     writer.write_scalars(20, {"loss": 1.5})
@@ -55,7 +55,7 @@ def test_writer_jsonl_and_tensorboard(tmp_path):
     writer.flush()
     writer.close()
 
-    records = metrics.read_jsonl(os.path.join(workdir, metrics.JSONL_NAME))
+    records = writers.read_jsonl(os.path.join(workdir, writers.JSONL_NAME))
     assert records[0] == {"hparams": {"lr": 1e-3, "frozen": ["encoder/.*"]}}
     assert records[1] == {"step": 10, "loss": 2.5, "acc_text": 0.25}
     assert records[2] == {"step": 20, "loss": 1.5}
@@ -70,7 +70,7 @@ def test_writer_jsonl_and_tensorboard(tmp_path):
 
 def test_only_process_zero_writes(tmp_path):
     workdir = str(tmp_path / "other")
-    writer = metrics.make_writer(workdir, process_index=1)
+    writer = writers.make_writer(workdir, process_index=1)
     writer.write_scalars(1, {"loss": 1.0})
     writer.write_texts(1, {"a": "b"})
     writer.flush()
@@ -80,11 +80,11 @@ def test_only_process_zero_writes(tmp_path):
 
 def test_progress_line_format():
     parts = {"loss": 3.2134, "text": 2.1, "speech": 0.9, "think": 0.2, "acc_text": 0.5}
-    line = metrics.progress_line(120, 600, parts, 4.1, 33.0, 117.0,
+    line = writers.progress_line(120, 600, parts, 4.1, 33.0, 117.0,
                                  keys=["text", "speech", "think"])
     assert line == ("step 120/600 loss 3.21 (text 2.1 speech 0.9 think 0.2) 4.1 steps/s "
                     "33 ex/s ETA 1m57s")
-    line = metrics.progress_line(1, 10, {"loss": jnp.float32(-0.5)}, math.nan, math.nan, None)
+    line = writers.progress_line(1, 10, {"loss": jnp.float32(-0.5)}, math.nan, math.nan, None)
     assert line == "step 1/10 loss -0.5 nan steps/s nan ex/s ETA ?"
 
 
@@ -92,11 +92,11 @@ def test_progress_line_format():
                                           (3599, "59m59s"), (7380, "2h03m"), (None, "?"),
                                           (math.inf, "?")])
 def test_format_duration(seconds, text):
-    assert metrics.format_duration(seconds) == text
+    assert writers.format_duration(seconds) == text
 
 
 def test_throughput():
-    t = metrics.Throughput(batch_size=8, total_steps=100)
+    t = writers.Throughput(batch_size=8, total_steps=100)
     rate, ex, eta = t.update(0, now=10.0)
     assert math.isnan(rate) and eta is None
     rate, ex, eta = t.update(20, now=15.0)

@@ -8,9 +8,12 @@ A workdir written by `omni_jax.main` holds `config.json` (the resolved config),
 (Orbax, `omni_jax.train.checkpoint`). Nothing is created, trained or initialised here: a
 missing piece is a `RunLoadError` naming the workdir and the piece.
 
-The model is served on ONE device: the config's mesh is reset to 1x1x1 (a run trained on a
-mesh of 8 restores onto one device; Orbax reshards on read), so the parameters must fit
-one device's memory.
+Only the parameters are read: the model is built from the config, its parameter shapes
+come from `jax.eval_shape(model.init)` (nothing is allocated or compiled for them), and the
+checkpoint's `params` are restored alone (`Checkpointer.restore_params`; the optimizer state
+is not read). The model is served on ONE device: the config's mesh is reset to 1x1x1 and the
+parameters are restored onto that device whatever mesh wrote them (Orbax reshards on read),
+so they must fit one device's memory.
 """
 
 from __future__ import annotations
@@ -24,6 +27,13 @@ from typing import Any
 
 import jax
 import ml_collections
+
+from data_pipelines import corpus
+from data_pipelines.tokenizer import Tokenizer, TokenizerError
+from omni_jax import configuration
+from omni_jax.models.omni import DuplexModel
+from omni_jax.train import checkpoint
+from omni_jax.train.sharding import strip_boxes
 
 log = logging.getLogger(__name__)
 
@@ -88,9 +98,6 @@ def serving_config(config) -> ml_collections.ConfigDict:
 
 
 def load_tokenizer(config, workdir: str | os.PathLike):
-    from data_pipelines import corpus
-    from data_pipelines.tokenizer import Tokenizer, TokenizerError
-
     path = corpus.tokenizer_path(config, workdir)
     if not path.is_file():
         raise RunLoadError(f"{workdir}: no tokenizer at {path} (data.tokenizer.path="
@@ -101,16 +108,21 @@ def load_tokenizer(config, workdir: str | os.PathLike):
         raise RunLoadError(f"{workdir}: {e}") from None
 
 
+def abstract_params(model: DuplexModel, device: jax.Device) -> Any:
+    """The unboxed params tree as ShapeDtypeStructs on `device` (nothing allocated)."""
+    shapes = strip_boxes(jax.eval_shape(model.init, jax.random.key(0)))
+    sharding = jax.sharding.SingleDeviceSharding(device)
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),
+                        shapes)
+
+
 def load_run(workdir: str | os.PathLike, device: jax.Device | None = None) -> LoadedRun:
-    """Config, tokenizer and the newest readable checkpoint's params of a run.
+    """Config, tokenizer and the newest readable checkpoint's params of a run, on `device`
+    (default: the first).
 
     An unreadable newest checkpoint falls back to the previous one (the Checkpointer's
     policy, which moves the bad one to checkpoints/corrupt/); no readable one is an error.
     """
-    from omni_jax import configuration
-    from omni_jax.train import checkpoint
-    from omni_jax.train.trainer import Trainer
-
     workdir = Path(workdir)
     if not workdir.is_dir():
         raise RunLoadError(f"{workdir}: no such run directory")
@@ -120,21 +132,21 @@ def load_run(workdir: str | os.PathLike, device: jax.Device | None = None) -> Lo
     except configuration.ConfigError as e:
         raise RunLoadError(f"{workdir}/{CONFIG_FILE}: {e}") from None
     tokenizer = load_tokenizer(config, workdir)
-    # Checked before building the Trainer: its Checkpointer would create an empty folder,
-    # and restore_or_init would silently hand back random parameters.
+    # Checked first: a run without checkpoints is not a run to serve, and an error names
+    # the folder before anything is built.
     ckpt_dir = workdir / CHECKPOINT_DIR
     if not ckpt_dir.is_dir() or not any(p.name.isdigit() for p in ckpt_dir.iterdir()):
         raise RunLoadError(f"{workdir}: no checkpoint under {ckpt_dir}")
-    trainer = Trainer(config, workdir, devices=[device or jax.devices()[0]])
+    model = DuplexModel.from_config(config)
+    target = abstract_params(model, device or jax.devices()[0])
+    reader = checkpoint.Checkpointer(ckpt_dir, read_only=True)
     try:
-        state = trainer.restore_or_init()
-        step = trainer.checkpointer.restored_step
-    except checkpoint.CheckpointError as e:
+        params = reader.restore_params(target)
+    except checkpoint.CheckpointError as e:  # e.g. every step unfinished or unreadable
         raise RunLoadError(f"{workdir}: {e}") from None
     finally:
-        trainer.checkpointer.close()
-    if step is None:  # e.g. every step dir was unfinished: nothing was restored
-        raise RunLoadError(f"{workdir}: no readable checkpoint under {ckpt_dir}")
+        reader.close()
+    step = reader.restored_step
     log.info("loaded %s: config %r, checkpoint step %d", workdir, config.name, step)
-    return LoadedRun(workdir=workdir, config=config, tokenizer=tokenizer,
-                     params=state.params, step=int(step), model=trainer.model)
+    return LoadedRun(workdir=workdir, config=config, tokenizer=tokenizer, params=params,
+                     step=int(step), model=model)

@@ -1,0 +1,61 @@
+"""Config code every experiment file shares (big_vision's `configs/common.py`): named
+variants and the paper's training stages as freeze patterns.
+
+Configs import only `configs` modules and ml_collections: a config file is data, and
+reading one never imports the library.
+"""
+
+from __future__ import annotations
+
+# The LLM's pretrained base: everything under llm/ except the LoRA adapters and the
+# cross-attention layers (new in the cross_attention fusion, so never pretrained).
+# Patterns are Python regexes over parameter paths ('llm/layers/layer_0/attn/q/kernel'),
+# matched whole (`omni_jax.train.optim`).
+LLM_BASE = r"llm/(?!.*(/lora_[ab]$|/cross_)).*"
+STAGE_FROZEN = {
+    # Connector + LoRA (+ cross-attention, speak head) on ASR/QA; synthesizer not yet.
+    "stage1": (r"encoder/.*", LLM_BASE, r"synth/.*"),
+    # Adds the synthesizer, on duplex data.
+    "stage2": (r"encoder/.*", LLM_BASE),
+    # DPO on barge-in/backchannel pairs trains what stage 2 trains.
+    "dpo": (r"encoder/.*", LLM_BASE),
+    "full": (),
+}
+
+
+def stage_frozen_patterns(stage: str) -> tuple[str, ...]:
+    """The `train.frozen` patterns of one of the paper's training stages."""
+    if stage not in STAGE_FROZEN:
+        raise ValueError(f"unknown training stage {stage!r}; known: {sorted(STAGE_FROZEN)}")
+    return STAGE_FROZEN[stage]
+
+
+def stage(name: str, scenarios=None, lora_rank: int = 8):
+    """A variant: stage `name`'s freeze patterns, LoRA on (rank `lora_rank` unless the config
+    sets one) and, when `scenarios` is given, every other scenario's weight set to 0."""
+    def apply(config):
+        config.model.llm.lora_rank = config.model.llm.lora_rank or lora_rank
+        config.train.frozen = stage_frozen_patterns(name)
+        if scenarios is not None:
+            for scenario in config.data.scenarios:
+                if scenario not in scenarios:
+                    config.data.scenarios[scenario] = 0.0
+    return apply
+
+
+def apply_variants(config, arg, variants):
+    """Applies comma-separated named variants, each a (field, value) pair or a function of
+    the config; an unknown name is an error naming it."""
+    for name in filter(None, (arg or "").split(",")):
+        if name not in variants:
+            raise ValueError(f"unknown config variant {name!r}; known: {sorted(variants)}")
+        if callable(variants[name]):
+            variants[name](config)
+            continue
+        path, value = variants[name]
+        *parents, leaf = path.split(".")
+        node = config
+        for p in parents:
+            node = node[p]
+        node[leaf] = value
+    return config
