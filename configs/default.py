@@ -39,6 +39,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         target_speaker=0.5,  # enrolment phrase, then re-speak only the target speaker
         tts=0.5,  # read aloud the text given in the prompt
         qa=2.0,  # spoken question, spoken answer (turn-taking)
+        pause=0.5,  # the question in two parts, a 0.5-1.5 s pause between: answer at the end
         barge_in_ci=1.0,  # context-independent barge-in (stop on a trigger word)
         barge_in_echo=1.0,  # the same while hearing own echo (gains 0, 0.1, 1.0)
         barge_in_cd=1.0,  # context-dependent barge-in (relevant vs irrelevant question)
@@ -49,11 +50,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.data.max_text_words = 24  # a reply or question longer than this is an error
     c.data.on_bad_sample = "raise"  # raise | skip (skips are counted and logged)
 
-    # Voices (espeak-ng variants); the four sets are disjoint.
+    # Voices (espeak-ng variants); the five sets are disjoint (by family of variants), and the
+    # evaluation ones speak at pitches and rates no training voice has (voices.voice_sets).
     c.data.voices = ml_collections.ConfigDict()
     c.data.voices.num_user = 24  # user voices for training
     c.data.voices.num_eval_user = 6  # user voices reserved for evaluation only
-    c.data.voices.num_third = 8  # third-speaker voices
+    c.data.voices.num_third = 8  # third-speaker voices for training
+    c.data.voices.num_eval_third = 4  # third-speaker voices reserved for evaluation only
     c.data.voices.num_assistant = 1  # assistant voices (the synthesizer's targets)
     c.data.voices.language = "en-us"  # espeak-ng language
 
@@ -188,7 +191,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.eval.seed = 0  # dialogues and sampling
     c.eval.echo_delay_s = 0.03  # acoustic delay of the model's own echo
     c.eval.early_stop_tolerance_s = 0.4  # a stop this close to the reply's end is not a stop
-    c.eval.max_turn_latency_s = 2.0  # a reply starting later fails turn-taking
+    c.eval.max_turn_latency_s = 1.0  # a reply starting later fails turn-taking
+    c.eval.min_reply_s = 1.0  # a reply is sustained with >= this much speech (FDB's rule)
+    c.eval.min_reply_words = 3  # ... or more than this many words
     c.eval.align_max_lag_s = 0.16  # lag search when aligning speech to its reference
     c.eval.pictures = 2  # PNG timelines and wavs per suite
     c.eval.splits = ("eval",)  # user-speech splits scored (fsdd also has "test")

@@ -167,7 +167,8 @@ def validate_data(config):
     _validate_scenarios(config)
     positive(config, "data.voices.num_user", "data.voices.num_third",
              "data.voices.num_assistant")
-    positive(config, "data.voices.num_eval_user", allow_zero=d.eval_dialogues == 0)
+    positive(config, "data.voices.num_eval_user", "data.voices.num_eval_third",
+             allow_zero=d.eval_dialogues == 0)
     _validate_timing(config)
     probability(config, "data.augment.noise_prob", "data.augment.reverb_prob",
                 "data.augment.echo_prob")

@@ -4,9 +4,9 @@
   generating_config(config)                       the config fields that shape the dialogues
   corpus_fingerprint(config)                      hash of everything that shapes the corpus
 
-Dialogue i of a split is generated from `np.random.default_rng([seed, split_id, i])`, so
-any dialogue can be regenerated alone and the corpus does not depend on how generation is
-parallelised. A generation error (a ValueError: an unsayable text, an impossible Timeline)
+Dialogue i of a split is generated from `seeds.rng(seed, split, i)` (a stream no other use
+shares: see `scenarios.seeds`), so any dialogue can be regenerated alone and the corpus does
+not depend on how generation is parallelised. A generation error (a ValueError: an unsayable text, an impossible Timeline)
 is handled per `config.data.on_bad_sample`: `raise` names the split, dialogue index and
 scenario; `skip` drops the dialogue and counts it in `GenerationStats`.
 
@@ -29,11 +29,10 @@ import numpy as np
 from absl import logging
 
 from data_pipelines import scenarios
+from data_pipelines.scenarios import seeds
 from data_pipelines.scenarios.base import SPLITS
 from data_pipelines.timeline import Timeline
 
-# The rng stream of each of SPLITS. Fixed: another id would regenerate every dialogue.
-SPLIT_IDS = {"train": 0, "eval": 1}
 # Fields of `config.data` that only shape reading, never the generated Timelines. Every other
 # data field (and any new one) is part of the corpus fingerprint: the world fits dialogues
 # into num_blocks, so even the block count shapes them.
@@ -68,9 +67,9 @@ class GenerationStats:
 
 def split_rng(seed: int, split: str, index: int) -> np.random.Generator:
     """The generator of dialogue `index` of `split`."""
-    if split not in SPLIT_IDS:
+    if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; known: {SPLITS}")
-    return np.random.default_rng([seed, SPLIT_IDS[split], index])
+    return seeds.rng(seed, split, index)
 
 
 def generate_dialogues(config, split: str, count: int, seed: int,

@@ -19,6 +19,7 @@ from ml_collections import config_flags
 
 from data_pipelines import audio_io, augment, config_checks, contract, corpus, plot, render
 from data_pipelines import scenarios
+from data_pipelines.scenarios import seeds
 
 FLAGS = flags.FLAGS
 
@@ -50,8 +51,7 @@ def inspect(config, out: Path, per_scenario: int = 2, split: str = "train") -> l
                           f"split `{split}`", ""]
     for name, generate in scenarios.SCENARIOS.items():
         for i in range(per_scenario):
-            seed = [config.seed, zlib.crc32(name.encode()), i]
-            rng = np.random.default_rng(seed)
+            rng = seeds.rng(config.seed, "inspect", zlib.crc32(name.encode()), i)
             timeline = generate(rng, ctx)
             record = render.render_fixed(
                 timeline, dims=dims, timing=timing, thinking=config.model.thinking,

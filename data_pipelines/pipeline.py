@@ -4,7 +4,7 @@
     -> per-process shard       equal-size strided slice of record indices, disjoint per process
     -> shuffle                 seeded, reshuffled each epoch
     -> repeat                  num_epochs (None: forever)
-    -> render + augment        rng = default_rng([seed, RENDER_STREAM, record index, epoch])
+    -> render + augment        rng = seeds.rng(seed, "render", record index, epoch)
     -> crop/pad to K blocks    config.data.pipeline.crop
     -> mp_prefetch             config.data.pipeline.worker_count processes (0: in-process)
     -> count skips, batch      per-process batch = batch_size / process_count
@@ -41,10 +41,11 @@ from absl import flags, logging
 
 from data_pipelines import augment as augment_lib
 from data_pipelines import contract, corpus, render, serialize
+from data_pipelines.scenarios import seeds
 from data_pipelines.sources import timelines
 from data_pipelines.timeline import Timeline
 
-RENDER_STREAM = 1  # rng stream tag of rendering (corpus generation uses split ids)
+RENDER_STREAM = 1  # rng stream tag of the shuffle seed (rendering uses seeds.rng "render")
 SKIPPED = contract.SKIPPED
 _BAD = "__bad_record__"  # marker key of an element whose record was skipped
 
@@ -74,7 +75,7 @@ class _RenderRecord:
 
     def __call__(self, position: int, record_index: int) -> dict[str, Any]:
         epoch = position // self.shard_len
-        rng = np.random.default_rng([self.seed, RENDER_STREAM, record_index, epoch])
+        rng = seeds.rng(self.seed, "render", record_index, epoch)
         timeline = None
         try:
             timeline = self.source[record_index]

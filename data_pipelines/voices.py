@@ -1,11 +1,15 @@
 """English speech from espeak-ng, through the `espeakng-loader` wheel (ctypes, no system package).
 
 A `Voice` is an espeak-ng variant with a pitch and a speaking rate. `voice_sets` splits the
-voices into disjoint sets: training users, evaluation-only users, third speakers and the
-assistant; the split is by variant, so evaluation users never share a variant with anyone
-heard in training. `Synthesizer.say(text, voice)` returns 16 kHz audio with word timings
-(from espeak's word events), and raises `VoiceError` naming the text for anything the
-voice cannot say.
+voices into disjoint sets: training users and third speakers, evaluation-only users and
+third speakers, and the assistant. The split is by family of variants (variants that sound
+alike stay together), so an evaluation voice never shares a variant or a near twin of one
+with anyone heard in training, and evaluation voices speak at pitches and rates of their
+own (`EVAL_PITCHES`, `EVAL_RATES`). `voice_distance` says how far apart two voices are;
+every user and third voice keeps `MIN_ASSISTANT_DISTANCE` from the assistant's, the
+evaluation ones `EVAL_MIN_ASSISTANT_DISTANCE`. `Synthesizer.say(text, voice)` returns 16 kHz
+audio with word timings (from espeak's word events), and raises `VoiceError` naming the
+text for anything the voice cannot say.
 """
 
 from __future__ import annotations
@@ -36,8 +40,41 @@ _VARIANTS = (
     "steph", "travis", "victor", "zac",
 )
 _ASSISTANT_VARIANT = "f2"  # the synthesizer's target voice; no user ever has it
-_PITCHES = (35, 45, 55, 65, 75)
-_RATES = (150, 165, 180)
+# Variants that sound alike: built alike in espeak-ng's variant files (the same formant
+# tables, or one copied from the other), or close in a measurement (MFCC means and spreads
+# of three sentences at one prosody, standardized, nearest neighbours under ~3.6). A family
+# is never split between two sets, so that a held-out voice has no near twin in training.
+# Every variant not listed is a family of its own.
+_FAMILIES = (
+    ("f2", "f1", "f3", "f4", "f5", "linda", "belinda"),  # the assistant's family
+    ("klatt", "klatt2"),
+    ("klatt3", "klatt4", "adam", "benjamin", "caleb", "david", "edward"),
+    ("rob", "robert", "quincy"),
+    ("m3", "Mike"),
+    ("m2", "m6", "Alex", "max"),
+    ("Denis", "victor"),
+    ("Mario", "Michael"),
+    ("john", "norbert"),
+    ("Lee", "Andy"),
+    ("michel", "anika"),
+)
+_FAMILY = {v: family[0] for family in _FAMILIES for v in family}
+# Prosody grids (espeak pitch 0-100, rate in words per minute). Training voices (users and
+# third speakers) use the first; evaluation voices the second, whose pitches and rates lie
+# between the training ones: no evaluation voice shares a pitch or a rate with training.
+TRAIN_PITCHES, TRAIN_RATES = (35, 45, 55, 65, 75), (150, 165, 180)
+EVAL_PITCHES, EVAL_RATES = (30, 40, 50, 60, 70, 80), (142, 158, 172, 188)
+# The assistant's voices: its variant at these prosodies, the first for num_assistant=1.
+_ASSISTANT_PROSODY = ((55, 165), (45, 150), (65, 180), (45, 180), (65, 150))
+# voice_distance units: a different family, a variant of the same family, and one unit of
+# distance per PITCH_UNIT of pitch and per RATE_UNIT words per minute.
+FAMILY_DISTANCE, VARIANT_DISTANCE = 3.0, 1.0
+PITCH_UNIT, RATE_UNIT = 20.0, 30.0
+# Every user and third voice is at least this far from every assistant voice; evaluation
+# voices at least EVAL_MIN_ASSISTANT_DISTANCE (another family: never the assistant's).
+MIN_ASSISTANT_DISTANCE = 2.0
+EVAL_MIN_ASSISTANT_DISTANCE = FAMILY_DISTANCE
+DEFAULT_NUM_EVAL_THIRD = 4
 
 # Characters the voices are allowed to read. Anything else is an error, never a guess.
 _SAYABLE = re.compile(r"^[A-Za-z0-9 ,.?!'\-]+$")
@@ -60,42 +97,98 @@ class Voice:
         return f"{self.language}+{self.variant}:p{self.pitch}:r{self.rate}"
 
 
+def family(variant: str) -> str:
+    """The family of an espeak variant (its first member's name; see _FAMILIES)."""
+    return _FAMILY.get(variant, variant)
+
+
+def voice_distance(a: Voice, b: Voice) -> float:
+    """How far apart two voices sound, roughly: 0 for the same voice; FAMILY_DISTANCE for
+    variants of two families, VARIANT_DISTANCE for two variants of one, plus one per
+    PITCH_UNIT of pitch and per RATE_UNIT of rate between them."""
+    if a.variant == b.variant:
+        apart = 0.0
+    elif family(a.variant) == family(b.variant):
+        apart = VARIANT_DISTANCE
+    else:
+        apart = FAMILY_DISTANCE
+    return apart + abs(a.pitch - b.pitch) / PITCH_UNIT + abs(a.rate - b.rate) / RATE_UNIT
+
+
 @dataclasses.dataclass(frozen=True)
 class VoiceSets:
+    """Disjoint voice sets. Training: `user`, `third`; evaluation only: `eval_user`,
+    `eval_third`; and the `assistant`. No family of variants is in two sets, and the
+    evaluation sets use the evaluation prosody grid."""
+
     user: tuple[Voice, ...]
     eval_user: tuple[Voice, ...]
     third: tuple[Voice, ...]
     assistant: tuple[Voice, ...]
+    eval_third: tuple[Voice, ...] = ()
+
+
+def _round_robin(families: list[tuple[str, ...]]) -> list[str]:
+    """The variants of `families`, first members first: a few voices span many families."""
+    longest = max((len(f) for f in families), default=0)
+    return [f[j] for j in range(longest) for f in families if j < len(f)]
 
 
 def voice_sets(num_user: int, num_eval_user: int, num_third: int, num_assistant: int = 1,
-               language: str = "en-us", seed: int = 0) -> VoiceSets:
-    """Disjoint voice sets; evaluation users and third speakers use variants of their own."""
+               language: str = "en-us", seed: int = 0,
+               num_eval_third: int = DEFAULT_NUM_EVAL_THIRD) -> VoiceSets:
+    """Disjoint voice sets, deterministic in `seed` (see VoiceSets and the constants above).
+
+    Families of variants are shuffled and dealt to the sets: about a quarter of the
+    variants to evaluation users, a sixth to evaluation third speakers, a sixth to third
+    speakers, the rest to training users (who also get the assistant's family but for its
+    own variant). Voices then take prosodies of their grid, skipping any too close to an
+    assistant voice.
+    """
+    if not 1 <= num_assistant <= len(_ASSISTANT_PROSODY):
+        raise VoiceError(f"data.voices: num_assistant must be 1..{len(_ASSISTANT_PROSODY)}, "
+                         f"got {num_assistant}")
     rng = np.random.default_rng(seed)
-    variants = [v for v in _VARIANTS if v != _ASSISTANT_VARIANT]
-    rng.shuffle(variants)
-    # Variant pools: a quarter for evaluation users, a sixth for third speakers, rest users.
-    n_eval = max(1, len(variants) // 4) if num_eval_user else 0
-    n_third = max(1, len(variants) // 6)
-    pools = dict(eval_user=variants[:n_eval], third=variants[n_eval:n_eval + n_third],
-                 user=variants[n_eval + n_third:], assistant=[_ASSISTANT_VARIANT])
+    assistant_family = _FAMILIES[0]
+    families = [f for f in _FAMILIES[1:]] + [(v,) for v in _VARIANTS if v not in _FAMILY]
+    rng.shuffle(families)
+    num_variants = sum(len(f) for f in families)
+    targets = dict(eval_user=max(1, num_variants // 4) if num_eval_user else 0,
+                   eval_third=max(1, num_variants // 6) if num_eval_third else 0,
+                   third=max(1, num_variants // 6))
+    dealt: dict[str, list[tuple[str, ...]]] = {name: [] for name in targets}
+    rest = list(families)
+    for name, target in targets.items():
+        while rest and sum(len(f) for f in dealt[name]) < target:
+            dealt[name].append(rest.pop(0))
+    dealt["user"] = rest + [tuple(v for v in assistant_family if v != _ASSISTANT_VARIANT)]
+    assistant = tuple(Voice(_ASSISTANT_VARIANT, pitch, rate, language)
+                      for pitch, rate in _ASSISTANT_PROSODY[:num_assistant])
+    grids = {}
+    for grid, (pitches, rates) in dict(train=(TRAIN_PITCHES, TRAIN_RATES),
+                                       eval=(EVAL_PITCHES, EVAL_RATES)).items():
+        prosody = list(itertools.product(pitches, rates))
+        rng.shuffle(prosody)
+        grids[grid] = prosody
     wanted = dict(user=num_user, eval_user=num_eval_user, third=num_third,
-                  assistant=num_assistant)
-    prosody = list(itertools.product(_PITCHES, _RATES))
-    rng.shuffle(prosody)
-    out = {}
-    for name, pool in pools.items():
-        available = len(pool) * len(prosody)
-        if wanted[name] > available:
-            raise VoiceError(f"data.voices: {wanted[name]} {name} voices asked for, only "
-                             f"{available} distinct ones exist")
-        # Voice i = a + V*b speaks variant a with prosody (a + b) mod P: a small set still
-        # spans many variants and prosodies, and no (variant, prosody) pair repeats.
-        num_variants = len(pool)
-        out[name] = tuple(
-            Voice(pool[i % num_variants],
-                  *prosody[(i % num_variants + i // num_variants) % len(prosody)], language)
-            for i in range(wanted[name]))
+                  eval_third=num_eval_third)
+    out = dict(assistant=assistant)
+    for name, count in wanted.items():
+        held_out = name.startswith("eval_")
+        prosody = grids["eval" if held_out else "train"]
+        least = EVAL_MIN_ASSISTANT_DISTANCE if held_out else MIN_ASSISTANT_DISTANCE
+        pool = _round_robin(dealt[name])
+        # Candidate i = a + V*b speaks variant a with prosody (a + b) mod P: a small set
+        # still spans many variants and prosodies, and no (variant, prosody) pair repeats.
+        candidates = (Voice(pool[i % len(pool)],
+                            *prosody[(i % len(pool) + i // len(pool)) % len(prosody)], language)
+                      for i in range(len(pool) * len(prosody)))
+        far = [v for v in candidates
+               if min(voice_distance(v, a) for a in assistant) >= least]
+        if count > len(far):
+            raise VoiceError(f"data.voices: {count} {name} voices asked for, only "
+                             f"{len(far)} distinct ones exist")
+        out[name] = tuple(far[:count])
     return VoiceSets(**out)
 
 

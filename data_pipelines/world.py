@@ -21,8 +21,9 @@ the templates avoid them (tests synthesize every text to check).
 Train vs eval: the knowledge and the phrasings are shared by both splits (an evaluation model
 must know the answers, and a model this small does not generalise to unseen phrasings, so a
 held-out phrasing would measure only that). The evaluation split differs by voice: its users
-speak with held-out voices (`voices.voice_sets(...).eval_user`), a variant pool nobody uses in
-training. All sampling is deterministic given a `numpy.random.Generator`.
+and third speakers speak with held-out voices (`voices.voice_sets(...).eval_user` and
+`.eval_third`: families of variants nobody uses in training, at pitches and rates of their
+own). All sampling is deterministic given a `numpy.random.Generator`.
 """
 
 from __future__ import annotations

@@ -27,7 +27,8 @@ def _validate_eval(config):
     except ValueError as e:
         raise ConfigError(f"config.eval.suites: {str(e).removeprefix('config.eval.suites: ')}"
                           ) from None
-    positive(config, "eval.cases", "eval.max_turn_latency_s")
+    positive(config, "eval.cases", "eval.max_turn_latency_s", "eval.min_reply_s")
+    positive(config, "eval.min_reply_words", allow_zero=True)
     positive(config, "eval.temperature", "eval.echo_delay_s", "eval.early_stop_tolerance_s",
              "eval.align_max_lag_s", "eval.pictures", allow_zero=True)
     check(config.eval.cases <= 1024, "eval.cases",

@@ -1,13 +1,16 @@
 """Scenario generators: valid, fitting, deterministic Timelines with the right voices and stops."""
 
 import dataclasses
+import itertools
 import json
 
 import numpy as np
 import pytest
 
-from configs import tiny
-from data_pipelines import scenarios, timeline, voices, world
+from configs import default, tiny
+from data_pipelines import contract, render, scenarios, timeline, voices, world
+from data_pipelines import tokenizer as tok
+from data_pipelines.scenarios import base, seeds
 
 SEEDS = range(10)
 SPLITS = ("train", "eval")
@@ -118,16 +121,17 @@ def test_deterministic(generated, contexts, name):
 def test_voices_follow_the_split(generated, contexts):
     sets = contexts["train"].voices
     ids = {name: {v.voice_id for v in getattr(sets, name)}
-           for name in ("user", "eval_user", "third", "assistant")}
+           for name in ("user", "eval_user", "third", "eval_third", "assistant")}
     seen_users = {split: set() for split in SPLITS}
     for (name, split, _), tl in generated.items():
         users = ids["user"] if split == "train" else ids["eval_user"]
+        thirds = ids["third"] if split == "train" else ids["eval_third"]
         for ev in tl.events:
             if ev.role == timeline.USER:
                 assert ev.speaker in users, (name, split, ev.speaker)
                 seen_users[split].add(ev.speaker)
             elif ev.role == timeline.THIRD:
-                assert ev.speaker in ids["third"]
+                assert ev.speaker in thirds, (name, split, ev.speaker)
         for turn in tl.turns:
             if turn.mode != timeline.SPEAK:
                 continue
@@ -240,6 +244,7 @@ def test_enhancement_and_target_speaker_respeak_the_clean_source(generated, cont
         tl = generated["enhancement", "train", seed]
         speech, noise = tl.events
         assert noise.role == timeline.NOISE and noise.start_s <= speech.start_s
+        assert noise.end_s(sr) >= speech.end_s(sr)  # the noise covers the delayed speech
         (turn,) = tl.turns
         assert turn.text == speech.text and turn.speaker == speech.speaker
         clean = contexts["train"].synth.say(speech.text, _voice(contexts, speech.speaker)).audio
@@ -305,6 +310,9 @@ def test_make_context(contexts):
     assert train.max_duration_s == pytest.approx(config.data.num_blocks * 0.08)
     assert train.user_voices == train.voices.user
     assert evaluation.user_voices == evaluation.voices.eval_user
+    assert train.third_voices == train.voices.third
+    assert evaluation.third_voices == evaluation.voices.eval_third
+    assert len(evaluation.third_voices) == config.data.voices.num_eval_third
     assert train.assistant_voice == train.voices.assistant[0]
     assert train.timing.response_delay_blocks == config.data.timing.response_delay_blocks
     with pytest.raises(ValueError, match="split"):
@@ -329,3 +337,183 @@ def test_sample_scenario():
         scenarios.sample_scenario(rng, dict(qa=1.0, chess=1.0))
     with pytest.raises(ValueError, match=">= 0"):
         scenarios.sample_scenario(rng, dict(qa=0.0))
+
+
+def _voices_heard(timelines):
+    """(user voice ids, third-speaker voice ids) heard in `timelines`."""
+    users, thirds = set(), set()
+    for tl in timelines:
+        users |= {e.speaker for e in tl.events if e.role == timeline.USER}
+        thirds |= {e.speaker for e in tl.events if e.role == timeline.THIRD}
+    return users, thirds
+
+
+def test_eval_dialogues_never_use_a_training_voice(contexts):
+    """Dialogues drawn as the corpus draws them (the config's mixture): the users and third
+    speakers of 50 eval dialogues and of 50 train dialogues have no voice in common."""
+    weights = small_config().data.scenarios
+    heard = {}
+    for split in SPLITS:
+        timelines = []
+        for i in range(50):
+            rng = seeds.rng(0, split, i)
+            timelines.append(scenarios.generate(scenarios.sample_scenario(rng, weights), rng,
+                                                contexts[split]))
+        heard[split] = _voices_heard(timelines)
+    (train_users, train_thirds), (eval_users, eval_thirds) = heard["train"], heard["eval"]
+    sets = contexts["train"].voices
+    assert train_users <= {v.voice_id for v in sets.user}
+    assert train_thirds <= {v.voice_id for v in sets.third}
+    assert eval_users <= {v.voice_id for v in sets.eval_user}
+    assert eval_thirds <= {v.voice_id for v in sets.eval_third}
+    assert eval_users and eval_thirds and train_users and train_thirds
+    training = train_users | train_thirds
+    assert not eval_users & training and not eval_thirds & training
+
+
+# ---- timing a clock cannot predict -----------------------------------------------------
+
+
+def best_fixed_time_share(times, within_s=0.4):
+    """The share of `times` within +-within_s of the best single fixed time."""
+    times = np.sort(np.asarray(times))
+    return max(int(np.sum((times >= t) & (times <= t + 2 * within_s + 1e-9)))
+               for t in times) / len(times)
+
+
+def test_timing_is_not_predictable_from_the_clock():
+    """A policy that ignores the user (start speaking at a fixed time, stop at a fixed block)
+    must fail most dialogues. Over 60 qa dialogues and 240 barge_in_ci dialogues of the
+    eval split (the default config: 8 s dialogues), the end of the question spreads (std
+    >= 0.5 s), and no fixed time is within 0.4 s of more than a third of the trigger ends.
+    Measured here: question end std 0.74 s (qa) and 0.78 s (barge_in_ci), the best fixed
+    reply start within 0.4 s of 45% and 52% of them; 113 trigger ends, std 1.30 s, the best
+    fixed time within 0.4 s of 23%. Before the timing was drawn wide (same protocol): std
+    0.26 s and 0.32 s, reply starts 92% and 85%, trigger ends 41%."""
+    config = default.get_config()
+    ctx = scenarios.make_context(config, "eval")
+    sr = ctx.sample_rate
+    ends = {}
+    for name, count in (("qa", 60), ("barge_in_ci", 240)):
+        ends[name] = [scenarios.generate(name, seeds.rng(0, "eval", i), ctx)
+                      for i in range(count)]
+    triggers = []
+    for name, timelines in ends.items():
+        question_end = [tl.events[0].end_s(sr) for tl in timelines[:60]]
+        reply_start = [ctx.speech_start_s(tl.turns[0].start_s) for tl in timelines[:60]]
+        assert np.std(question_end) >= 0.5, (name, np.std(question_end))
+        assert np.std(reply_start) >= 0.5, (name, np.std(reply_start))
+        assert best_fixed_time_share(reply_start) <= 0.6, name
+        triggers += [e.end_s(sr) for tl in timelines for e in tl.events if e.kind == "trigger"]
+    assert len(triggers) >= 90
+    assert np.std(triggers) >= 0.8
+    assert best_fixed_time_share(triggers) <= 1 / 3
+
+
+def test_delay_moves_whole_blocks_and_keeps_the_first_sound_early(generated, contexts):
+    ctx = contexts["train"]
+    sr, block = ctx.sample_rate, ctx.block_s
+    shifts = set()
+    for seed in range(30):
+        draft = base.Draft(ctx)
+        event = draft.say(timeline.USER, "question", "what is two plus two",
+                          ctx.user_voices[0], 0.3)
+        turn = draft.speak(draft.plan_reply("four", event.end_s(sr)))
+        busy = draft.busy_until_s
+        shift = draft.delay(np.random.default_rng(seed))
+        shifts.add(round(shift / block, 6))
+        assert shift / block == pytest.approx(round(shift / block))
+        (moved,), (moved_turn,) = draft.events, draft.turns
+        assert moved.start_s == pytest.approx(0.3 + shift)
+        assert moved_turn.start_s == pytest.approx(turn.start_s + shift)
+        assert draft.busy_until_s == pytest.approx(busy + shift)
+        assert moved.start_s <= base.LEAD_IN_MAX_S + 1e-9
+        assert draft.busy_until_s <= ctx.max_duration_s - block + 1e-9
+        with pytest.raises(ValueError, match="delayed already"):
+            draft.delay(np.random.default_rng(seed))
+    assert len(shifts) > 10
+    firsts = []
+    for (name, split, _), tl in generated.items():
+        starts = [e.start_s for e in tl.events if e.role != timeline.NOISE]
+        if starts:
+            firsts.append(min(starts))
+            assert min(starts) <= base.LEAD_IN_MAX_S + 1e-9, name
+    assert np.percentile(firsts, 75) > 1.0  # spread, not all right at the start
+
+
+# ---- pause ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tmp_path_factory):
+    return tok.train_tokenizer(world.all_texts(), 320, "unigram",
+                               tmp_path_factory.mktemp("tok") / "t.model")
+
+
+def test_pause_waits_for_the_real_end(generated, contexts, tokenizer):
+    config = small_config()
+    dims = contract.Dims.from_config(config)
+    gaps = []
+    for split, seed in itertools.product(SPLITS, SEEDS):
+        tl = generated["pause", split, seed]
+        ctx, sr, m = contexts[split], contexts[split].sample_rate, tl.meta
+        (question,), (turn,) = tl.events, tl.turns
+        gaps.append(m["pause_end_s"] - m["pause_start_s"])
+        assert 0.5 - 1e-3 <= gaps[-1] <= 1.5 + 1e-3
+        assert question.start_s < m["pause_start_s"] < m["pause_end_s"] < m["question_end_s"]
+        assert m["question_end_s"] == pytest.approx(question.end_s(sr), abs=1e-3)
+        assert turn.start_s == pytest.approx(question.end_s(sr)) and turn.stop_s is None
+        assert m["question"] == question.text and m["answer"] == turn.text
+        # The pause is silence, with words on both sides of it.
+        cut = int(round((m["pause_start_s"] - question.start_s) * sr))
+        gap = int(round(gaps[-1] * sr))
+        assert not question.audio[cut + 1:cut + gap - 1].any()
+        k = m["pause_after_words"]
+        assert 1 <= k < len(question.words)
+        assert question.start_s + question.words[k - 1].end_s <= m["pause_start_s"] + 1e-3
+        assert question.start_s + question.words[k].start_s >= m["pause_end_s"] - 1e-3
+        for thinking in ("explicit", "negative_ce"):
+            record = render.render_fixed(tl, dims=dims, timing=ctx.timing, thinking=thinking,
+                                         tokenizer=tokenizer, rng=np.random.default_rng(0))
+            contract.validate(record, dims, vocab_size=tokenizer.vocab_size, where="pause")
+            start_kind = (contract.LabelKind.SHIFT if thinking == "explicit"
+                          else contract.LabelKind.START)
+            starts = np.flatnonzero((record["label_kind"] == start_kind).any(axis=1))
+            speaking = np.flatnonzero(record["speaking"])
+            # The reply's start label stands after the real end, none in (or for) the pause.
+            first = ctx.timing.heard(m["question_end_s"]) + ctx.timing.response_delay_blocks
+            assert starts.size and starts[0] == first == speaking[0], (thinking, starts)
+            assert all(b * ctx.block_s >= m["question_end_s"] for b in starts)
+            assert not any(m["pause_start_s"] <= b * ctx.block_s <= m["pause_end_s"]
+                           + ctx.block_s * ctx.timing.response_delay_blocks for b in starts)
+    assert np.std(gaps) > 0.15  # the pause length varies
+
+
+# ---- rng domains ----------------------------------------------------------------------
+
+
+def test_rng_domains_never_share_a_stream():
+    streams = {}
+    for seed in range(3):
+        for domain, (_, arity) in seeds.DOMAINS.items():
+            for ids in itertools.product(range(3), repeat=arity):
+                key = seeds.key(seed, domain, *ids)
+                assert len(key) == 2 * (2 + seeds.NUM_IDS)
+                first = tuple(seeds.rng(seed, domain, *ids).integers(0, 2 ** 63, 4))
+                assert first not in streams, (streams.get(first), (seed, domain, ids))
+                streams[first] = (seed, domain, ids)
+    # ... nor one of numpy's padded keys (default_rng([0, 0]) is default_rng([0, 0, 0])).
+    legacy = [[0], [0, 0], [0, 0, 0], [0, 1, 0], [0, 1, 0, 0], [0, 0, 1], [0, 1]]
+    for key in legacy:
+        assert tuple(np.random.default_rng(key).integers(0, 2 ** 63, 4)) not in streams
+    assert _same(seeds.rng(7, "suite", 2, 5), seeds.rng(7, "suite", 2, 5))
+    assert not _same(seeds.rng(2 ** 32, "train", 0), seeds.rng(0, "train", 1))
+    for bad, match in (((0, "chess", 1), "unknown"), ((0, "train", 1, 2), "takes 1"),
+                       ((0, "suite", 1), "takes 2"), ((-1, "train", 0), "2\\*\\*64"),
+                       ((0, "train", 1.5), "integers")):
+        with pytest.raises(ValueError, match=match):
+            seeds.rng(*bad)
+
+
+def _same(a, b):
+    return np.array_equal(a.integers(0, 2 ** 63, 8), b.integers(0, 2 ** 63, 8))

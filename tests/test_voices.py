@@ -1,14 +1,21 @@
 """voices.py: disjoint voice sets, word timings, errors for unsayable text, caching."""
 
+import itertools
+
 import numpy as np
 import pytest
 
 from data_pipelines import voices
 
 
+SETS = ("user", "eval_user", "third", "eval_third", "assistant")
+HELD_OUT = ("eval_user", "eval_third")
+
+
 @pytest.fixture(scope="module")
 def sets():
-    return voices.voice_sets(num_user=12, num_eval_user=4, num_third=4, num_assistant=1)
+    return voices.voice_sets(num_user=12, num_eval_user=4, num_third=4, num_assistant=1,
+                             num_eval_third=4)
 
 
 @pytest.fixture(scope="module")
@@ -16,17 +23,61 @@ def synth():
     return voices.Synthesizer(sample_rate=16000, max_words=8)
 
 
-def test_sets_are_disjoint_by_variant(sets):
-    groups = {name: getattr(sets, name) for name in ("user", "eval_user", "third", "assistant")}
-    assert {name: len(g) for name, g in groups.items()} == dict(user=12, eval_user=4, third=4,
-                                                              assistant=1)
-    variants = {name: {v.variant for v in g} for name, g in groups.items()}
-    names = list(groups)
-    for i, a in enumerate(names):
-        for b in names[i + 1:]:
-            assert not variants[a] & variants[b], (a, b)
+@pytest.mark.parametrize("seed", range(4))
+def test_sets_are_disjoint_by_family(seed):
+    sets = voices.voice_sets(24, 6, 8, seed=seed, num_eval_third=4)
+    groups = {name: getattr(sets, name) for name in SETS}
+    assert {name: len(g) for name, g in groups.items()} == dict(
+        user=24, eval_user=6, third=8, eval_third=4, assistant=1)
+    families = {name: {voices.family(v.variant) for v in g} for name, g in groups.items()}
+    for a, b in itertools.combinations(SETS, 2):
+        if "assistant" in (a, b) and "user" in (a, b):
+            # Training users may have the assistant's family (not its variant), far apart.
+            assert not {v.variant for v in groups[a]} & {v.variant for v in groups[b]}
+            continue
+        assert not families[a] & families[b], (a, b)
     ids = [v.voice_id for g in groups.values() for v in g]
     assert len(ids) == len(set(ids))
+
+
+def test_held_out_voices_have_their_own_prosody_far_from_the_assistant():
+    for seed in range(4):
+        sets = voices.voice_sets(24, 6, 8, seed=seed, num_eval_third=4)
+        training = sets.user + sets.third
+        held_out = sets.eval_user + sets.eval_third
+        assert {v.pitch for v in training} <= set(voices.TRAIN_PITCHES)
+        assert {v.rate for v in training} <= set(voices.TRAIN_RATES)
+        assert {v.pitch for v in held_out} <= set(voices.EVAL_PITCHES)
+        assert {v.rate for v in held_out} <= set(voices.EVAL_RATES)
+        assert not {v.pitch for v in held_out} & {v.pitch for v in training}
+        assert not {v.rate for v in held_out} & {v.rate for v in training}
+        assert len({v.pitch for v in held_out}) > 2 and len({v.rate for v in held_out}) > 1
+        (assistant,) = sets.assistant
+        for v in training:
+            assert voices.voice_distance(v, assistant) >= voices.MIN_ASSISTANT_DISTANCE, v
+        for v in held_out:
+            assert voices.voice_distance(v, assistant) >= voices.EVAL_MIN_ASSISTANT_DISTANCE, v
+            assert voices.family(v.variant) != voices.family(assistant.variant)
+            # ... and no held-out voice is a near twin of a training voice.
+            assert min(voices.voice_distance(v, t) for t in training) >= 3.0
+
+
+def test_families_name_known_variants_once():
+    members = [v for family in voices._FAMILIES for v in family]
+    assert len(members) == len(set(members)) and set(members) <= set(voices._VARIANTS)
+    assert voices.family("f3") == voices.family("f2") != voices.family("m1") == "m1"
+
+
+def test_voice_distance():
+    a = voices.Voice("m1", 50, 165)
+    assert voices.voice_distance(a, a) == 0.0
+    assert voices.voice_distance(a, voices.Voice("m1", 70, 165)) == pytest.approx(1.0)
+    assert voices.voice_distance(a, voices.Voice("m1", 50, 195)) == pytest.approx(1.0)
+    assert voices.voice_distance(voices.Voice("f2", 50, 165),
+                                 voices.Voice("f3", 50, 165)) == voices.VARIANT_DISTANCE
+    assert voices.voice_distance(a, voices.Voice("zac", 50, 165)) == voices.FAMILY_DISTANCE
+    assert voices.voice_distance(a, voices.Voice("zac", 30, 135)) == pytest.approx(
+        voices.voice_distance(voices.Voice("zac", 30, 135), a))
 
 
 def test_assistant_variant_is_never_a_user(sets):
@@ -34,14 +85,19 @@ def test_assistant_variant_is_never_a_user(sets):
     for seed in range(5):
         other = voices.voice_sets(20, 6, 8, seed=seed)
         assert other.assistant[0].variant == assistant
-        assert all(v.variant != assistant for v in other.user + other.eval_user + other.third)
+        assert all(v.variant != assistant for v in other.user + other.eval_user + other.third
+                   + other.eval_third)
 
 
 def test_voice_sets_are_deterministic_and_bounded(sets):
-    assert voices.voice_sets(12, 4, 4) == sets
-    assert voices.voice_sets(12, 4, 4, seed=1) != sets
+    assert voices.voice_sets(12, 4, 4, num_eval_third=4) == sets
+    assert voices.voice_sets(12, 4, 4, seed=1, num_eval_third=4) != sets
     with pytest.raises(voices.VoiceError, match="eval_user"):
         voices.voice_sets(num_user=1, num_eval_user=10_000, num_third=1)
+    with pytest.raises(voices.VoiceError, match="eval_third"):
+        voices.voice_sets(num_user=1, num_eval_user=1, num_third=1, num_eval_third=10_000)
+    assert voices.voice_sets(2, 0, 1, num_eval_third=0).eval_user == ()
+    assert voices.voice_sets(2, 1, 1, num_eval_third=0).eval_third == ()
 
 
 @pytest.mark.parametrize("text", ["what is three plus four", "hello, my name is anna",

@@ -1,7 +1,8 @@
 """Scenario generators: each writes one dialogue as a `timeline.Timeline`.
 
 A generator is `generate(rng: numpy.random.Generator, ctx: ScenarioContext) -> Timeline`,
-deterministic given `rng`. `SCENARIOS` maps the names of `config.data.scenarios` to them;
+deterministic given `rng` (build it with `seeds.rng(seed, domain, *ids)`, one stream per
+domain and ids). `SCENARIOS` maps the names of `config.data.scenarios` to them;
 `sample_scenario` draws a name from that mixture; `make_context` builds the context from a
 config (voices, timing, and the user-speech bank `config.data.source` names); `generate`
 runs one scenario. The renderer turns any Timeline into a BlockSequence; scenarios never
@@ -35,6 +36,7 @@ SCENARIOS: dict[str, Generator] = {
     "target_speaker": listening.target_speaker,
     "tts": listening.tts,
     "qa": dialogue.qa,
+    "pause": dialogue.pause,
     "barge_in_ci": barge_in.barge_in_ci,
     "barge_in_echo": barge_in.barge_in_echo,
     "barge_in_cd": barge_in.barge_in_cd,
@@ -67,7 +69,9 @@ def make_context(config, split: str, synth: voices.Synthesizer | None = None,
     """
     v = config.data.voices
     sets = voices.voice_sets(v.num_user, v.num_eval_user, v.num_third, v.num_assistant,
-                             language=v.language, seed=config.seed)
+                             language=v.language, seed=config.seed,
+                             num_eval_third=v.get("num_eval_third",
+                                                  voices.DEFAULT_NUM_EVAL_THIRD))
     if synth is None:
         synth = voices.Synthesizer(config.audio.sample_rate, max_words=config.data.max_text_words)
     return ScenarioContext(

@@ -14,6 +14,11 @@ Each starts with a user question whose reply is long (6-14 words), then:
 `stop_s` of a stopped reply is the end of the interrupting utterance. `meta` says
 `should_stop`, `interruption_kind` and the `interruption` text heard (None when nothing is).
 
+When things happen: the interruption's time in the finished dialogue is uniform over all the
+times it can have, and its place spreads over the reply (`interject`, `base.place_in_reply`,
+which plans the dialogue's delay with it): over a split, neither the question's end nor the
+interruption's is near one fixed time.
+
 With a real corpus (`ctx.user_speech`) the user's question and third-speaker chatter are
 corpus utterances; the reply is the corpus's when it has a usable one, else the world's long
 reply; stop phrases, non-stop words, backchannels and follow-ups keep their words in a
@@ -66,10 +71,16 @@ def ask_long(rng: np.random.Generator, ctx: ScenarioContext, attempt: int,
 
 
 def interject(rng: np.random.Generator, draft: Draft, reply: Reply, role: str, kind: str,
-              utterance: voices.Utterance, gain: float = 1.0,
-              latest_fraction: float = 1.0) -> AudioEvent:
-    """`utterance` is heard while `reply` is being spoken; returns the event."""
-    start_s = place_in_reply(rng, reply, utterance.duration_s, latest_fraction)
+              utterance: voices.Utterance, gain: float = 1.0, latest_fraction: float = 1.0,
+              stops: bool = False, after_s: float = 0.0, plan_delay: bool = True
+              ) -> AudioEvent:
+    """`utterance` is heard while `reply` is being spoken; returns the event. Its time in
+    the finished dialogue is drawn uniformly, the draft's delay with it (`place_in_reply`:
+    `stops` when the reply stops at its end, `after_s` seconds to fit after), unless
+    `plan_delay` is False (more turns follow: the delay is drawn at the end)."""
+    start_s = place_in_reply(rng, reply, utterance.duration_s, latest_fraction,
+                             draft=draft if plan_delay else None, stops=stops,
+                             after_s=after_s)
     return draft.hear(role, kind, utterance, start_s, gain)
 
 
@@ -85,7 +96,8 @@ def _context_independent(rng, ctx: ScenarioContext, attempt: int, kind: str, ech
     stop_s = None
     if kind != "none":
         text = world.interruption(rng) if kind == "trigger" else world.non_stop_word(rng)
-        event = interject(rng, draft, reply, timeline.USER, kind, user.say(text))
+        event = interject(rng, draft, reply, timeline.USER, kind, user.say(text),
+                          stops=kind == "trigger")
         meta["interruption"] = text
         if kind == "trigger":
             stop_s = event.end_s(ctx.sample_rate)
@@ -130,15 +142,17 @@ def barge_in_cd(rng: np.random.Generator, ctx: ScenarioContext) -> Timeline:
         elif kind == "third_speaker":
             # A scripted follow-up: an espeak third voice, also with a corpus.
             text = follow.question
-            third = pick_voice(rng, ctx.voices.third)
+            third = pick_voice(rng, ctx.third_voices)
             gain = float(rng.uniform(*THIRD_GAIN))
             interject(rng, draft, reply, timeline.THIRD, kind, ctx.synth.say(text, third),
                       gain=gain)
             draft.speak(reply)
         else:
             text = follow.question
+            answer_s = ctx.synth.say(follow.answer, ctx.assistant_voice).duration_s
             event = interject(rng, draft, reply, timeline.USER, kind, user.say(text),
-                              latest_fraction=FOLLOW_UP_LATEST_FRACTION)
+                              latest_fraction=FOLLOW_UP_LATEST_FRACTION, stops=True,
+                              after_s=speakers.reply_latency_s(ctx) + answer_s + ctx.block_s)
             end_s = event.end_s(ctx.sample_rate)
             draft.speak(reply, stop_s=end_s)
             draft.speak(draft.plan_reply(follow.answer, end_s))

@@ -5,6 +5,16 @@ on a continuous time axis); the draft checks as it goes that everything fits in
 `ctx.max_duration_s` (K blocks) and raises `DoesNotFit` when not. `fit_attempts` retries with a
 growing attempt index, which generators use to pick shorter content, and finally raises a
 ValueError naming the scenario.
+
+Timing a clock cannot predict. `Draft.finish` moves the whole dialogue later by a whole
+number of blocks (`Draft.delay`; whole blocks keep every timing rule as it was), drawn
+uniformly among those that keep the first sound by LEAD_IN_MAX_S and the content inside
+the dialogue, unless `place_in_reply` planned it with an interruption (so that the
+interruption's time, too, spreads evenly over the times it can have). Over a split, the
+user's turn ends, the reply starts and the interruptions then spread over most of the
+dialogue instead of clustering after a short lead-in, so a policy that acts at fixed times
+(start speaking at 3 s, stop at block 60) is wrong for most dialogues. Pauses between turns
+are drawn wide (`pause_s`).
 """
 
 from __future__ import annotations
@@ -20,6 +30,12 @@ from data_pipelines.timeline import AssistantTurn, AudioEvent, Timeline, WordTim
 SPLITS = ("train", "eval")
 # Silence kept after the last sound or label, drawn per dialogue (seconds).
 TAIL_S = (0.3, 0.8)
+# Silence before the first sound: lead_in_s draws LEAD_IN_S, Draft.delay then adds whole
+# blocks, keeping the first sound by LEAD_IN_MAX_S (seconds).
+LEAD_IN_S = (0.1, 0.6)
+LEAD_IN_MAX_S = 3.0
+# Silence between turns (pause_s), seconds.
+PAUSE_S = (0.2, 1.5)
 # A transcript's last tokens come asr_lag_blocks after its word, then a few blocks of tokens.
 ASR_TOKENS_PER_WORD = 4
 
@@ -34,7 +50,7 @@ class ScenarioContext:
 
     synth: voices.Synthesizer
     voices: voices.VoiceSets
-    split: str  # train: users from voices.user; eval: from voices.eval_user
+    split: str  # train: voices.user and .third; eval: voices.eval_user and .eval_third
     sample_rate: int
     max_duration_s: float  # K blocks * block_ms
     block_ms: int
@@ -57,8 +73,10 @@ class ScenarioContext:
             raise ValueError(f"timing.block_ms {self.timing.block_ms} != block_ms {self.block_ms}")
         if not self.voices.assistant:
             raise ValueError("ScenarioContext needs at least one assistant voice")
-        if not self.user_voices or not self.voices.third:
-            raise ValueError(f"ScenarioContext ({self.split}) needs user and third voices")
+        if not self.user_voices or not self.third_voices:
+            raise ValueError(f"ScenarioContext ({self.split}) needs user and third voices "
+                             "(data.voices.num_user/num_third, or num_eval_user/"
+                             "num_eval_third for eval)")
 
     @property
     def block_s(self) -> float:
@@ -67,6 +85,11 @@ class ScenarioContext:
     @property
     def user_voices(self) -> tuple[voices.Voice, ...]:
         return self.voices.user if self.split == "train" else self.voices.eval_user
+
+    @property
+    def third_voices(self) -> tuple[voices.Voice, ...]:
+        """Third speakers' espeak voices: training ones, or never heard in training."""
+        return self.voices.third if self.split == "train" else self.voices.eval_third
 
     @property
     def assistant_voice(self) -> voices.Voice:
@@ -109,9 +132,28 @@ class Draft:
         self.events: list[AudioEvent] = []
         self.turns: list[AssistantTurn] = []
         self.busy_until_s = 0.0  # the end of the last sound or label so far
+        self.delayed = False  # whether `delay` has moved the draft already
+        # A shift that `delay` will apply, chosen early (`place_in_reply`); content drafted
+        # after the choice must fit with it.
+        self.planned_shift_s: float | None = None
+
+    @property
+    def limit_s(self) -> float:
+        """Everything must end by this time (before `delay` moves it)."""
+        return self.ctx.max_duration_s - self.ctx.block_s - (self.planned_shift_s or 0.0)
+
+    @property
+    def first_start_s(self) -> float:
+        """When the first sound or turn drafted so far starts (0 when there is none)."""
+        starts = [e.start_s for e in self.events] + [t.start_s for t in self.turns]
+        return min(starts, default=0.0)
+
+    def delay_blocks_left(self, latest_s: float = LEAD_IN_MAX_S) -> int:
+        """The most whole blocks `delay` may add to keep the first sound by `latest_s`."""
+        return max(0, int(np.floor((latest_s - self.first_start_s) / self.ctx.block_s + 1e-9)))
 
     def _occupy(self, end_s: float, what: str) -> None:
-        if end_s > self.ctx.max_duration_s - self.ctx.block_s:
+        if end_s > self.limit_s:
             raise DoesNotFit(f"{what} ends at {end_s:.2f}s")
         self.busy_until_s = max(self.busy_until_s, end_s)
 
@@ -180,12 +222,44 @@ class Draft:
         self.turns.append(turn)
         return turn
 
+    def delay(self, rng: np.random.Generator, latest_s: float = LEAD_IN_MAX_S) -> float:
+        """Moves everything drafted so far later by a whole number of blocks (so every
+        timing rule holds as before): the planned shift when one was chosen, else one drawn
+        uniformly among the shifts that keep the first sound or turn starting by `latest_s`
+        and everything inside the dialogue. Returns the shift in seconds; `finish` calls it
+        unless the generator did."""
+        if self.delayed:
+            raise ValueError("Draft.delay: the draft was delayed already")
+        ctx = self.ctx
+        if self.planned_shift_s is not None:
+            shift = self.planned_shift_s
+        else:
+            room = int(np.floor((self.limit_s - self.busy_until_s) / ctx.block_s + 1e-9))
+            most = max(0, min(room, self.delay_blocks_left(latest_s)))
+            shift = int(rng.integers(0, most + 1)) * ctx.block_s
+        self.delayed = True
+        if shift == 0:
+            return 0.0
+        self.events = [dataclasses.replace(e, start_s=e.start_s + shift) for e in self.events]
+        self.turns = [dataclasses.replace(
+            t, start_s=t.start_s + shift,
+            stop_s=None if t.stop_s is None else t.stop_s + shift,
+            words=t.words if t.mode == timeline.SPEAK else tuple(
+                WordTime(w.word, w.start_s + shift, w.end_s + shift) for w in t.words))
+            for t in self.turns]
+        self.busy_until_s += shift
+        return shift
+
     def finish(self, rng: np.random.Generator, scenario: str, prompt: str,
                meta: dict[str, Any], echo_gain: float = 0.0,
-               echo_delay_s: float = 0.0) -> Timeline:
-        """The Timeline: content plus a short silent tail, in whole blocks. `meta` gets the
-        split, and `real_speech=True` when the user's speech came from `ctx.user_speech`."""
+               echo_delay_s: float = 0.0, delay: bool = True) -> Timeline:
+        """The Timeline: content (moved by `self.delay` unless `delay` is False or the
+        generator delayed it already) plus a short silent tail, in whole blocks. `meta` gets
+        the split, and `real_speech=True` when the user's speech came from
+        `ctx.user_speech`."""
         ctx = self.ctx
+        if delay and not self.delayed:
+            self.delay(rng)
         if ctx.user_speech is not None:
             meta = dict(meta, real_speech=True)
         end_s = self.busy_until_s + rng.uniform(*TAIL_S)
@@ -224,11 +298,15 @@ def pick_voice(rng: np.random.Generator, pool: tuple[voices.Voice, ...]) -> voic
 
 
 def lead_in_s(rng: np.random.Generator, attempt: int) -> float:
-    """Silence before the first sound; shorter on later attempts."""
-    return float(rng.uniform(0.1, 0.6 if attempt < 2 else 0.25))
+    """Silence before the first sound, before `Draft.delay` adds whole blocks to it; shorter
+    on later attempts."""
+    lo, hi = LEAD_IN_S
+    return float(rng.uniform(lo, hi if attempt < 2 else lo + 0.3 * (hi - lo)))
 
 
-def pause_s(rng: np.random.Generator, attempt: int, lo: float = 0.2, hi: float = 0.9) -> float:
+def pause_s(rng: np.random.Generator, attempt: int, lo: float = PAUSE_S[0],
+            hi: float = PAUSE_S[1]) -> float:
+    """Silence between two turns; shorter on later attempts."""
     return float(rng.uniform(lo, hi if attempt < 2 else lo + 0.2 * (hi - lo)))
 
 
@@ -238,15 +316,66 @@ AFTER_SPEECH_START_S = 0.25
 BEFORE_SPEECH_END_S = 0.3
 
 
+def _merged(intervals: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    out: list[tuple[float, float]] = []
+    for lo, hi in sorted(intervals):
+        if out and lo <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], hi))
+        else:
+            out.append((lo, hi))
+    return out
+
+
 def place_in_reply(rng: np.random.Generator, reply: Reply, duration_s: float,
-                   latest_fraction: float = 1.0) -> float:
+                   latest_fraction: float = 1.0, draft: Draft | None = None,
+                   stops: bool = False, after_s: float = 0.0) -> float:
     """A start time for a `duration_s` sound heard while `reply` speaks: it starts at least
     AFTER_SPEECH_START_S into the speech, no later than `latest_fraction` of the way through,
-    and ends BEFORE_SPEECH_END_S before the speech would end."""
+    and ends BEFORE_SPEECH_END_S before the speech would end.
+
+    Without a `draft` (or with one delayed already) the place is uniform in that window.
+    With one, the draft's delay is planned here too (`Draft.planned_shift_s`), so that the
+    sound's time in the finished dialogue is uniform over every time it can have: placing
+    the sound first and then delaying the dialogue by what room is left would pile the
+    sounds up near the end of the dialogue (a late place leaves no room). Of the delays
+    that reach the drawn time, smaller ones (later places in the reply) are likelier, in
+    proportion to their rank: so the places in the reply stay spread too, instead of
+    crowding its start. `stops`: the reply stops when the sound ends, and `after_s` more
+    seconds must fit after that (e.g. the answer to a follow-up); else the whole reply,
+    and `after_s` after it, must fit.
+    """
     length = reply.speech_end_s - reply.speech_start_s
     earliest = reply.speech_start_s + max(AFTER_SPEECH_START_S, 0.1 * length)
     latest = min(reply.speech_end_s - BEFORE_SPEECH_END_S - duration_s,
                  reply.speech_start_s + latest_fraction * length)
     if latest < earliest:
         raise DoesNotFit(f"a {duration_s:.2f}s sound does not fit inside a {length:.2f}s reply")
-    return float(rng.uniform(earliest, latest))
+    if draft is None or draft.delayed or draft.planned_shift_s is not None:
+        return float(rng.uniform(earliest, latest))
+    ctx = draft.ctx
+    block, limit = ctx.block_s, draft.limit_s
+    # latest_k[k]: the latest place (before the delay) that fits a delay of k blocks.
+    if stops:  # the reply falls silent stop_delay_blocks + 1 blocks after the sound ends
+        done_s = (ctx.timing.stop_delay_blocks + 1) * block
+        latest_k = [min(latest, limit - k * block - after_s - done_s - duration_s)
+                    for k in range(draft.delay_blocks_left() + 1)]
+    else:  # the whole reply plays, its end transition one block later
+        room = limit - max(draft.busy_until_s, reply.speech_end_s + block) - after_s
+        most = min(draft.delay_blocks_left(), int(np.floor(room / block + 1e-9)))
+        latest_k = [latest] * (max(most, 0) + 1)
+    windows = {k: (earliest + k * block, top + k * block)
+               for k, top in enumerate(latest_k) if top >= earliest}
+    if not windows:
+        raise DoesNotFit(f"a {duration_s:.2f}s sound in a {length:.2f}s reply leaves no room")
+    spans = _merged(list(windows.values()))
+    widths = np.array([hi - lo for lo, hi in spans])
+    if widths.sum() > 0:  # a time uniform over the union of the windows
+        lo, hi = spans[int(rng.choice(len(spans), p=widths / widths.sum()))]
+        time_s = float(rng.uniform(lo, hi))
+    else:
+        time_s = spans[0][0]
+    fits = [k for k, (lo, hi) in windows.items() if lo - 1e-9 <= time_s <= hi + 1e-9]
+    rank = np.arange(len(fits), 0, -1, dtype=float)
+    k = fits[int(rng.choice(len(fits), p=rank / rank.sum()))]
+    draft.planned_shift_s = k * block
+    return float(np.clip(time_s - k * block, earliest, latest_k[k]))

@@ -82,6 +82,7 @@ def enhancement(rng: np.random.Generator, ctx: ScenarioContext) -> Timeline:
         # The assistant re-speaks the clean source itself, once the utterance has ended.
         reply = draft.plan_reply(text, speech_end, utterance=clean)
         draft.speak(reply)
+        speech_end += draft.delay(rng)  # before the noise, which starts with the dialogue
         # Noise from the start until a while after the speech (into the re-spoken part).
         noise_end = min(draft.busy_until_s,
                         speech_end + REVERB_TAIL_S + float(rng.uniform(0.0, 1.0)))
@@ -148,6 +149,8 @@ def tts(rng: np.random.Generator, ctx: ScenarioContext) -> Timeline:
         text = world.read_aloud_sentence(rng, max_words=shrink(i, world.READ_ALOUD_MAX_WORDS,
                                                                3, ctx))
         draft.speak(draft.plan_reply(text, float(rng.uniform(0.0, 0.3))))
-        return draft.finish(rng, "tts", world.read_aloud_prompt(text), dict(text=text))
+        # Read right away: nothing is heard, so nothing could tell a later start.
+        return draft.finish(rng, "tts", world.read_aloud_prompt(text), dict(text=text),
+                            delay=False)
 
     return fit_attempts("tts", attempt, rng, ctx)

@@ -35,8 +35,9 @@ A bank with replies gives its questions from the turns that carry one (they are 
 questions), and the user of a dialogue that asks is drawn among the speakers that have them.
 
 Third speakers (`pick_third`) are other speakers of the same corpus, never the user, when
-the bank has any; else espeak third voices. The third speaker of barge_in_cd says a scripted
-follow-up and is an espeak third voice.
+the bank has any; else espeak third voices of the split (`ctx.third_voices`: the eval split's
+are never heard in training). The third speaker of barge_in_cd says a scripted follow-up and
+is an espeak third voice.
 
 A known weakness: with a corpus, the user of a barge-in dialogue has two voices, the corpus
 voice for the question and the stand-in for the scripted interruptions. barge_in_cd teaches
@@ -54,9 +55,9 @@ import zlib
 import numpy as np
 
 from data_pipelines import timeline, voices, world
-from data_pipelines.scenarios.base import Draft, ScenarioContext, pick_voice
+from data_pipelines.scenarios.base import DoesNotFit, Draft, ScenarioContext, pick_voice
 from data_pipelines.scenarios.real_speech import EspeakBank, UtteranceBank
-from data_pipelines.timeline import AudioEvent
+from data_pipelines.timeline import AudioEvent, WordTime
 
 CORPUS_TOPIC = "corpus"  # the topic of a question answered with the bank's own reply
 
@@ -117,10 +118,10 @@ def pick_third(rng: np.random.Generator, ctx: ScenarioContext, user: Speaker) ->
         others = [s for s in user.bank.speakers() if s != user.speaker_id]
         if others:
             speaker_id = others[int(rng.integers(len(others)))]
-            return Speaker(user.bank, speaker_id, _stand_in(speaker_id, ctx.voices.third),
+            return Speaker(user.bank, speaker_id, _stand_in(speaker_id, ctx.third_voices),
                            ctx.synth)
-    voice = pick_voice(rng, ctx.voices.third)
-    return Speaker(EspeakBank(ctx.synth, ctx.voices.third), voice.voice_id, voice, ctx.synth)
+    voice = pick_voice(rng, ctx.third_voices)
+    return Speaker(EspeakBank(ctx.synth, ctx.third_voices), voice.voice_id, voice, ctx.synth)
 
 
 def reply_latency_s(ctx: ScenarioContext) -> float:
@@ -148,22 +149,74 @@ def _usable_reply(ctx: ScenarioContext, reply: str, reply_words: tuple[int, int]
     return True
 
 
-def ask(rng: np.random.Generator, draft: Draft, user: Speaker, pair: world.QA, start_s: float,
-        *, kind: str = "question", reply_words: tuple[int, int] | None = None,
-        about_world: bool = False) -> tuple[AudioEvent, world.QA]:
-    """The user asks at `start_s`; returns the heard question and the QA the assistant
-    answers. An espeak user says `pair.question` and `pair` stands. A corpus user says one
-    of its own turns; the reply is the turn's (if it has `reply_words` words and the reply
-    need not be `about_world`) or else `pair.answer` (see the module docstring)."""
+def question(rng: np.random.Generator, draft: Draft, user: Speaker, pair: world.QA,
+             start_s: float, *, reply_words: tuple[int, int] | None = None,
+             about_world: bool = False, extra_s: float = 0.0
+             ) -> tuple[voices.Utterance, world.QA]:
+    """What the user asks at `start_s`, not yet heard: the utterance and the QA the
+    assistant answers. An espeak user says `pair.question` and `pair` stands. A corpus user
+    says one of its own turns, leaving room for the reply and `extra_s` more seconds (a
+    pause the caller puts into the turn); the reply is the turn's (if it has `reply_words`
+    words and the reply need not be `about_world`) or else `pair.answer` (see the module
+    docstring)."""
     said = user.bank.say(pair.question, user.speaker_id)
     if said is not None:
-        return draft.hear(timeline.USER, kind, said, start_s), pair
+        return said, pair
     ctx = draft.ctx
     reply_s = ctx.synth.say(pair.answer, ctx.assistant_voice).duration_s
     turn = user.bank.draw(
         rng, speaker=user.speaker_id, need_reply=bool(user.bank.speakers(with_replies=True)),
-        max_seconds=room_s(ctx, start_s, reply_latency_s(ctx) + reply_s + ctx.block_s))
-    event = draft.hear(timeline.USER, kind, turn.utterance, start_s)
+        max_seconds=room_s(ctx, start_s,
+                           reply_latency_s(ctx) + reply_s + ctx.block_s + extra_s))
+    text = turn.utterance.text
     if _usable_reply(ctx, turn.reply, reply_words, about_world):
-        return event, world.QA(event.text, turn.reply, CORPUS_TOPIC, "reply")
-    return event, dataclasses.replace(pair, question=event.text)
+        return turn.utterance, world.QA(text, turn.reply, CORPUS_TOPIC, "reply")
+    return turn.utterance, dataclasses.replace(pair, question=text)
+
+
+def ask(rng: np.random.Generator, draft: Draft, user: Speaker, pair: world.QA, start_s: float,
+        *, kind: str = "question", reply_words: tuple[int, int] | None = None,
+        about_world: bool = False) -> tuple[AudioEvent, world.QA]:
+    """The user asks at `start_s` (see `question`); returns the heard question and the QA
+    the assistant answers."""
+    said, pair = question(rng, draft, user, pair, start_s, reply_words=reply_words,
+                          about_world=about_world)
+    return draft.hear(timeline.USER, kind, said, start_s), pair
+
+
+PAUSE_SEARCH_S = 0.1  # how far around a word boundary `with_pause` looks for the quietest cut
+_FRAME_S = 0.01
+
+
+def with_pause(rng: np.random.Generator, utterance: voices.Utterance, pause_s: float
+               ) -> tuple[voices.Utterance, float]:
+    """`utterance` with `pause_s` of silence put in between two of its words (drawn
+    uniformly among the word boundaries): (the paused utterance, where the silence starts,
+    in seconds from its start). The cut is the quietest 10 ms near the boundary (corpus
+    word times are estimates); words after it move by the pause. A one-word utterance
+    cannot pause: DoesNotFit."""
+    words, sr, audio = utterance.words, utterance.sample_rate, utterance.audio
+    if len(words) < 2:
+        raise DoesNotFit(f"{utterance.text!r}: one word, nowhere to pause")
+    k = int(rng.integers(1, len(words)))  # the pause comes before word k
+    before, after = words[k - 1], words[k]
+    lo_s = max(min(before.end_s, after.start_s) - PAUSE_SEARCH_S, before.start_s + _FRAME_S)
+    hi_s = min(max(before.end_s, after.start_s) + PAUSE_SEARCH_S, after.end_s - _FRAME_S)
+    lo, hi = int(round(lo_s * sr)), max(int(round(hi_s * sr)), int(round(lo_s * sr)))
+    frame = max(1, int(_FRAME_S * sr))
+    segment = audio[lo:hi].astype(np.float64)
+    if segment.size > frame:
+        energy = np.convolve(segment ** 2, np.ones(frame), mode="valid")
+        cut = lo + int(np.argmin(energy)) + frame // 2
+    else:
+        cut = (lo + hi) // 2
+    cut = int(np.clip(cut, 1, audio.size - 1))
+    gap = int(round(pause_s * sr))
+    cut_s, gap_s = cut / sr, gap / sr
+    timed = tuple(
+        WordTime(w.word, w.start_s, max(min(w.end_s, cut_s), w.start_s + 1.0 / sr)) if j < k
+        else WordTime(w.word, max(w.start_s, cut_s) + gap_s,
+                      max(w.end_s, cut_s + 1.0 / sr) + gap_s)
+        for j, w in enumerate(words))
+    paused = np.concatenate([audio[:cut], np.zeros(gap, audio.dtype), audio[cut:]])
+    return dataclasses.replace(utterance, audio=paused, words=timed), cut_s

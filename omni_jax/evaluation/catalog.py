@@ -20,20 +20,27 @@ class Suite:
     cases: str  # a cases.CASE_SETS key (suites sharing one share its dialogues and runs)
     echo_gains: tuple[float, ...]
     needs: tuple[str, ...]  # scenarios one of which the config must train ("auto")
+    # The figure blind baselines are scored on beside the model (higher is better); "" = none
+    # (a speech-quality suite: the policies make no speech).
+    headline: str = ""
 
 
 SUITES = {s.name: s for s in (
     Suite("asr", "asr", (0.0,), ("asr",)),
-    Suite("qa", "qa", (0.0,), ("qa", "multi_turn")),
-    Suite("turn_taking", "qa", (0.0,), ("qa", "multi_turn")),
-    Suite("barge_in_ci", "barge_in_ci", ECHO_GAINS, ("barge_in_ci", "barge_in_echo")),
-    Suite("barge_in_cd", "barge_in_cd", (0.0,), ("barge_in_cd",)),
-    Suite("echo", "echo", ECHO_GAINS, ("barge_in_echo",)),
-    Suite("backchannel", "backchannel", (0.0,), ("backchannel",)),
-    Suite("third_speaker", "third_speaker", (0.0,), ("third_speaker",)),
+    Suite("qa", "qa", (0.0,), ("qa", "multi_turn"), "s2t_accuracy"),
+    Suite("turn_taking", "qa", (0.0,), ("qa", "multi_turn"), "success_rate"),
+    Suite("barge_in_ci", "barge_in_ci", ECHO_GAINS, ("barge_in_ci", "barge_in_echo"),
+          "f1_echo_0"),
+    Suite("barge_in_cd", "barge_in_cd", (0.0,), ("barge_in_cd",), "f1"),
+    Suite("echo", "echo", ECHO_GAINS, ("barge_in_echo",), "keep_rate"),
+    Suite("backchannel", "backchannel", (0.0,), ("backchannel",), "keep_rate"),
+    Suite("third_speaker", "third_speaker", (0.0,), ("third_speaker",), "keep_rate"),
     Suite("enhancement", "enhancement", (0.0,), ("enhancement",)),
     Suite("target_speaker", "target_speaker", (0.0,), ("target_speaker",)),
     Suite("tts", "tts", (0.0,), ("tts",)),
+    Suite("pause_handling", "pause", (0.0,), ("pause",), "success_rate"),
+    # The listening checks read the qa and barge_in_ci runs plus probes of their own.
+    Suite("listening", "qa", (0.0,), ("qa", "multi_turn"), "onset_slope"),
 )}
 
 

@@ -2,29 +2,20 @@
 
 Following the SALMONN-omni papers and Full-Duplex-Bench:
   wer                  corpus word error rate on `tokenizer.normalize`d text (jiwer)
-  qa_accuracy          normalised exact match, or the answer contained as whole words
-  turn_taking          success (speech starts within a window after the user's turn end,
-                       never before it) and response latency (ms, median over successes)
-  barge_in             precision / recall / F1 of "stopped", with stop latencies
-  stop_latency_ms      interruption end -> the block where speaking went False, in blocks
-  false_stop_rate      echo / backchannel / third-speaker cases where the reply was cut
+  exact_match, word_f1 a reply against its answer: normalised exact match, word F1
+  wilson_interval, bootstrap_interval, slope   intervals and the listening checks' slope
+  (turn-taking and barge-in outcomes per case: omni_jax.evaluation.outcomes)
   si_sdr, si_sdr_improvement, log_spectral_distance   speech enhancement
   mel_distance         speech-quality proxy: mean |log-mel difference| (the frontend's)
-
-Times are seconds on the dialogue's input axis. Block arithmetic uses
-`contract.TimingRules.heard`: a time t lies in block floor(t / block), and a stop or a
-start reported by the engine has its block's start time (`duplex.engine`).
 """
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Optional, Sequence
+from typing import Sequence
 
 import jiwer
 import numpy as np
 
-from data_pipelines import contract
 from data_pipelines.tokenizer import normalize
 from omni_jax.audio.frontend import LogMelFrontend
 
@@ -49,141 +40,26 @@ def wer(references: Sequence[str], hypotheses: Sequence[str]) -> float:
     return errors / words
 
 
-def _answer_matches(answer: str, hypothesis: str) -> bool:
-    answer, hypothesis = normalize(answer), normalize(hypothesis)
-    if not answer:
-        return False
-    return answer == hypothesis or f" {answer} " in f" {hypothesis} "
+def exact_match(answer: str | Sequence[str], hypothesis: str) -> bool:
+    """The reply is the answer (one of the accepted ones), after `normalize`: extra words
+    make it wrong ("the answer is seven" is not "seven")."""
+    accepted = [answer] if isinstance(answer, str) else list(answer)
+    hyp = normalize(hypothesis)
+    return any(normalize(a) and normalize(a) == hyp for a in accepted)
 
 
-def qa_accuracy(answers: Sequence[str | Sequence[str]], hypotheses: Sequence[str]) -> float:
-    """Fraction of hypotheses that match one of their accepted answers: after `normalize`,
-    an exact match or the answer occurring as whole words inside the hypothesis
-    ("seven" is in "the answer is seven", not in "seventeen")."""
-    if len(answers) != len(hypotheses):
-        raise ValueError(f"{len(answers)} answers but {len(hypotheses)} hypotheses")
-    if not answers:
+def word_f1(answer: str, hypothesis: str) -> float:
+    """SQuAD-style word F1 between the answer and the reply after `normalize` (bag of
+    words): extra or missing words lower it; 0 for an empty reply."""
+    ref, hyp = normalize(answer).split(), normalize(hypothesis).split()
+    if not ref or not hyp:
+        return float(ref == hyp)
+    common = sum(min(ref.count(w), hyp.count(w)) for w in set(ref))
+    if common == 0:
         return 0.0
-    correct = 0
-    for accepted, hyp in zip(answers, hypotheses):
-        accepted = [accepted] if isinstance(accepted, str) else list(accepted)
-        correct += any(_answer_matches(a, hyp) for a in accepted)
-    return correct / len(answers)
+    precision, recall = common / len(hyp), common / len(ref)
+    return 2 * precision * recall / (precision + recall)
 
-
-def _median(values: Sequence[float]) -> float:
-    return float(np.median(values)) if len(values) else float("nan")
-
-
-@dataclasses.dataclass(frozen=True)
-class TurnTaking:
-    success: list[bool]  # per case
-    latency_ms: list[Optional[float]]  # per case: turn end -> first speech (None: silent)
-    success_rate: float
-    median_latency_ms: float  # over successful cases (nan if none)
-    mean_latency_ms: float
-
-
-def turn_taking(user_turn_end_s: Sequence[float], first_speech_s: Sequence[Optional[float]],
-                *, max_latency_s: float = 2.0) -> TurnTaking:
-    """A case succeeds when the assistant's first speech (None: it never spoke) comes at or
-    after the user's turn end and at most `max_latency_s` after it. Speaking before the end
-    (cutting the user off) fails and has a negative latency."""
-    if len(user_turn_end_s) != len(first_speech_s):
-        raise ValueError(f"{len(user_turn_end_s)} turn ends but {len(first_speech_s)} onsets")
-    success, latency = [], []
-    for end, first in zip(user_turn_end_s, first_speech_s):
-        lat = None if first is None else (first - end) * 1000.0
-        latency.append(lat)
-        success.append(lat is not None and -1e-6 <= lat <= max_latency_s * 1000.0 + 1e-6)
-    kept = [lat for lat, ok in zip(latency, success) if ok]
-    return TurnTaking(success, latency, float(np.mean(success)) if success else 0.0,
-                      _median(kept), float(np.mean(kept)) if kept else float("nan"))
-
-
-def stop_latency_ms(interruption_end_s: float, stop_s: float,
-                    timing: contract.TimingRules = contract.TimingRules()) -> float:
-    """Block-exact latency: (block of the stop - block of the interruption end) * block_ms."""
-    return float((timing.heard(stop_s) - timing.heard(interruption_end_s)) * timing.block_ms)
-
-
-@dataclasses.dataclass(frozen=True)
-class BargeInCase:
-    """One barge-in trial. `should_stop`: a real interruption (False for echo, backchannel,
-    a third speaker, or no interruption). `trigger_end_s`: the end of the interruption or
-    distractor. `stop_s`: start time of the block where speaking went False (None: the
-    model did not stop). `trigger_start_s`: when given, a stop during the interruption
-    (from its start) is in time too; otherwise only stops from the end block on are."""
-
-    should_stop: bool
-    trigger_end_s: Optional[float]
-    stop_s: Optional[float]
-    trigger_start_s: Optional[float] = None
-
-
-@dataclasses.dataclass(frozen=True)
-class BargeIn:
-    true_positives: int
-    false_positives: int
-    false_negatives: int
-    true_negatives: int
-    precision: float
-    recall: float
-    f1: float
-    latency_ms: list[float]  # stop latencies of the true positives
-    median_latency_ms: float
-
-
-def barge_in(cases: Sequence[BargeInCase],
-             timing: contract.TimingRules = contract.TimingRules()) -> BargeIn:
-    """Precision / recall / F1 where a positive prediction is "stopped".
-
-    should_stop and a stop in time (block of stop - block of trigger end in
-    [0, timing.stop_window_blocks], or from the trigger start when given): TP. should_stop
-    and no stop: FN. should_stop and a stop out of time: FP (a wrong stop) and FN (the
-    interruption was missed). No should_stop and a stop: FP; no stop: TN. Empty
-    denominators give 0.
-    """
-    tp = fp = fn = tn = 0
-    latencies = []
-    for case in cases:
-        stopped = case.stop_s is not None
-        if not case.should_stop:
-            fp, tn = fp + stopped, tn + (not stopped)
-            continue
-        if case.trigger_end_s is None:
-            raise ValueError(f"a should_stop case needs trigger_end_s: {case}")
-        in_time = False
-        if stopped:
-            lag = timing.heard(case.stop_s) - timing.heard(case.trigger_end_s)
-            earliest = 0 if case.trigger_start_s is None else min(
-                0, timing.heard(case.trigger_start_s) - timing.heard(case.trigger_end_s))
-            in_time = earliest <= lag <= timing.stop_window_blocks
-        if in_time:
-            tp += 1
-            latencies.append(stop_latency_ms(case.trigger_end_s, case.stop_s, timing))
-        else:
-            fn += 1
-            fp += stopped
-    precision = tp / (tp + fp) if tp + fp else 0.0
-    recall = tp / (tp + fn) if tp + fn else 0.0
-    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    return BargeIn(tp, fp, fn, tn, precision, recall, f1, latencies, _median(latencies))
-
-
-def false_stop_rate(reply_end_s: Sequence[float], stop_s: Sequence[Optional[float]],
-                    *, tolerance_s: float = 0.0) -> float:
-    """Echo / backchannel / third-speaker cases: the fraction where the model stopped
-    (`stop_s`, None: never) more than `tolerance_s` before its reply's end."""
-    if len(reply_end_s) != len(stop_s):
-        raise ValueError(f"{len(reply_end_s)} reply ends but {len(stop_s)} stops")
-    if not reply_end_s:
-        return 0.0
-    cut = [s is not None and s < end - tolerance_s - 1e-9 for end, s in zip(reply_end_s, stop_s)]
-    return float(np.mean(cut))
-
-
-# ---- enhancement and speech quality -------------------------------------------------------
 
 def si_sdr(estimate: np.ndarray, reference: np.ndarray) -> float:
     """Scale-invariant SDR in dB (Le Roux et al. 2019), both signals made zero-mean."""
@@ -232,3 +108,45 @@ def mel_distance(generated: np.ndarray, reference: np.ndarray, frontend=None) ->
     both = np.stack([np.ravel(generated)[:length], np.ravel(reference)[:length]])
     mel_2xTxM = np.asarray(frontend(both.astype(np.float32)))
     return float(np.mean(np.abs(mel_2xTxM[0] - mel_2xTxM[1])))
+
+
+# ---- intervals ------------------------------------------------------------------------------
+
+Z_95 = 1.959963984540054  # two-sided 95% normal quantile
+
+
+def wilson_interval(successes: int, trials: int, z: float = Z_95) -> tuple[float, float]:
+    """The Wilson score interval of a rate (95% by default); (0, 1) with no trials."""
+    if trials <= 0:
+        return 0.0, 1.0
+    p = successes / trials
+    denom = 1.0 + z * z / trials
+    centre = (p + z * z / (2 * trials)) / denom
+    half = z * np.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / denom
+    return float(max(0.0, centre - half)), float(min(1.0, centre + half))
+
+
+def bootstrap_interval(statistic, num_cases: int, *, resamples: int = 1000, seed: int = 0,
+                       level: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap interval of `statistic(indices)` over resampled case indices
+    (seeded, so a report is reproducible). NaN resamples (e.g. a median of nothing) are
+    dropped; (nan, nan) when every resample is NaN, there are no cases or no resamples."""
+    if num_cases <= 0 or resamples <= 0:
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    values = np.array([statistic(rng.integers(0, num_cases, num_cases))
+                       for _ in range(resamples)], np.float64)
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return float("nan"), float("nan")
+    tail = (1.0 - level) / 2 * 100
+    return float(np.percentile(values, tail)), float(np.percentile(values, 100 - tail))
+
+
+def slope(x: Sequence[float], y: Sequence[float]) -> float:
+    """Least-squares slope of y on x (nan with fewer than 2 distinct x)."""
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    if x.size < 2 or np.ptp(x) == 0:
+        return float("nan")
+    dx = x - x.mean()
+    return float(np.sum(dx * (y - y.mean())) / np.sum(dx * dx))

@@ -6,15 +6,21 @@ cases (`runner.cases(name)`), the engine's result over them at an echo gain
 (`runner.run(name, gain)`), the vocoded speech (`runner.vocoded`), the recognizer
 (`runner.recognize`) and the per-case row (`runner.case_row`).
 
-Definitions (times on the dialogue's axis, an engine event at block k has time k*block):
-- The model's reply: its first start after block 0; its stop: the first stop after that
-  start. The reply's natural end is where the reference reply's speech ends (the
-  renderer's timing); a stop more than `eval.early_stop_tolerance_s` before it is an
-  early stop. Only early stops count as stops in false-stop scoring, and in barge-in
-  scoring also a stop within the stop window after a real interruption
-  (`readings.barge_in_stop_s`): a model that talks to the end of its reply did not stop.
-- Turn-taking: the user's turn ends at the end of the question; the response starts at the
-  model's first start (its speaking state, as in the renderer's `speaking`).
+Definitions: every duplex suite reads one outcome per case, `omni_jax.evaluation.outcomes`
+(the reply's onset, sustained speech, cut-offs, one stop definition, coverage), strictly:
+- Turn-taking: taken when the reply starts within `eval.max_turn_latency_s` (1.0 s) after
+  the question ends and is sustained (>= `eval.min_reply_s` of speech, or half the
+  reference reply when that is shorter, or more than `eval.min_reply_words` words); a start
+  before the end is a cut-off (`cut_off_rate`).
+- Barge-in (CI, CD): a hit is a stop in [heard(trigger end), + stop window]; a stop during
+  the trigger, a late one and none are misses; a case where the model did not take the
+  turn or was not speaking when the trigger came is uncovered: a miss for an interruption,
+  a stop for a distractor. F1 over all cases, with a bootstrap interval.
+- False-stop suites (echo, backchannel, third speaker): `keep_rate` over ALL cases is the
+  headline (took the turn, was speaking when the distractor came, kept speaking);
+  `coverage` and `false_stop_rate` over the covered cases beside it, Wilson intervals.
+- QA: only the text of the reply (the first speaking run after the question starts),
+  normalised exact match (headline) and word F1; speech-to-speech by the recognizer.
 - Echo: the engine mixes the model's OWN speech into the microphone at the run's gain and
   `eval.echo_delay_s` (never the reference speech).
 - Speech-to-speech QA: the reply's speech (Griffin-Lim over the kept log-mel,
@@ -36,17 +42,44 @@ from __future__ import annotations
 
 import numpy as np
 
+from data_pipelines import contract
 from data_pipelines import timeline as tl
-from omni_jax.evaluation import metrics
+from omni_jax.evaluation import cases as cases_lib
+from omni_jax.evaluation import metrics, outcomes
 from omni_jax.evaluation.catalog import gain_key
-from omni_jax.evaluation.readings import (barge_in_stop_s, best_lag, first_start_block,
-                                          floored_si_sdr, window, window_frames)
+from omni_jax.evaluation.readings import best_lag, floored_si_sdr, window, window_frames
 
 
-def natural_end_s(runner, case) -> float:
-    """Where the reference reply's speech ends (the renderer's timing)."""
-    turn = case.first_speak_turn()
-    return runner.ctx.speech_start_s(turn.start_s) + turn.audio.size / runner.sample_rate
+def rate(successes: int, trials: int) -> dict:
+    """A rate with its Wilson 95% interval, as report entries."""
+    lo, hi = metrics.wilson_interval(successes, trials)
+    return dict(value=successes / trials if trials else None, lo=lo, hi=hi, n=trials)
+
+
+def _with_interval(scores: dict, name: str, entry: dict) -> None:
+    scores[name] = entry["value"]
+    scores[f"{name}_ci95"] = [round(entry["lo"], 4), round(entry["hi"], 4)]
+
+
+def reply_words(runner, result, b: int):
+    """`words_in(first, end)`: the words the model said in blocks [first, end) of stream b."""
+    def words_in(first: int, end: int) -> int:
+        ids = [int(t) for t in result.tokens[b, first:end].reshape(-1)
+               if t >= contract.FIRST_TEXT_ID]
+        return len(runner.tokenizer.decode(ids).split()) if ids else 0
+    return words_in
+
+
+def reply_text(runner, result, b: int, from_block: int) -> str:
+    """The text of the model's reply: the text tokens of its first speaking run at or after
+    `from_block` (nothing said outside that run counts)."""
+    onset = outcomes.onset_block(result.speaking[b], from_block)
+    if onset is None:
+        return ""
+    end = outcomes.run_end_block(result.speaking[b], onset)
+    ids = [int(t) for t in result.tokens[b, onset:end].reshape(-1)
+           if t >= contract.FIRST_TEXT_ID]
+    return runner.tokenizer.decode(ids) if ids else ""
 
 
 def score_asr(runner, suite):
@@ -60,115 +93,164 @@ def score_asr(runner, suite):
 
 
 def score_qa(runner, suite):
+    """Only the reply's text counts: normalised exact match (headline) and word F1."""
     cases, result = runner.cases("qa"), runner.run("qa", 0.0)
     answers = [c.meta["answer"] for c in cases]
-    s2t = result.text(runner.tokenizer)
+    starts = [runner.timing.heard(c.event("question").start_s) for c in cases]
+    s2t = [reply_text(runner, result, b, k) for b, k in enumerate(starts)]
     heard = runner.recognize(runner.vocoded("qa", 0.0))
     reference_speech = np.stack([c.record["speech_target"].reshape(-1) for c in cases])
     heard_reference = runner.recognize(reference_speech)
-    rows = [runner.case_row(c, result, b, answer=a, s2t_correct=metrics.qa_accuracy([a], [t]),
-                            s2s_transcript=h, s2s_correct=metrics.qa_accuracy([a], [h]))
-            for b, (c, a, t, h) in enumerate(zip(cases, answers, s2t, heard))]
-    return dict(s2t_accuracy=metrics.qa_accuracy(answers, s2t),
-                s2s_accuracy=metrics.qa_accuracy(answers, heard),
-                s2s_recognizer_reference_accuracy=metrics.qa_accuracy(
-                    answers, heard_reference)), rows
+    exact = [metrics.exact_match(a, t) for a, t in zip(answers, s2t)]
+    rows = [runner.case_row(c, result, b, answer=a, reply_text=t, s2t_correct=e,
+                            s2t_word_f1=metrics.word_f1(a, t), s2s_transcript=h,
+                            s2s_correct=metrics.exact_match(a, h))
+            for b, (c, a, t, e, h) in enumerate(zip(cases, answers, s2t, exact, heard))]
+    scores = dict(s2t_word_f1=float(np.mean([r["s2t_word_f1"] for r in rows])),
+                  s2s_accuracy=float(np.mean([r["s2s_correct"] for r in rows])),
+                  s2s_recognizer_reference_accuracy=float(np.mean(
+                      [metrics.exact_match(a, h) for a, h in zip(answers, heard_reference)])))
+    _with_interval(scores, "s2t_accuracy", rate(sum(exact), len(exact)))
+    return scores, rows
 
 
 def score_turn_taking(runner, suite):
+    """A reply is taken when it starts within eval.max_turn_latency_s after the question's
+    end and is sustained; starting before the end is a cut-off (outcomes.turn_outcome)."""
     cases, result = runner.cases("qa"), runner.run("qa", 0.0)
-    ends, firsts, reference = [], [], []
+    e = runner.eval
+    rows, taken, cut, latencies, reference = [], [], [], [], []
     for b, case in enumerate(cases):
-        question = case.event("question")
-        ends.append(question.end_s(runner.sample_rate))
-        start = first_start_block(result.speaking[b])
-        firsts.append(None if start is None else start * runner.block_s)
-        ref = first_start_block(case.record["speaking"])
-        reference.append((ref * runner.block_s - ends[-1]) * 1000.0)
-    out = metrics.turn_taking(ends, firsts,
-                              max_latency_s=float(runner.eval.max_turn_latency_s))
-    rows = [runner.case_row(c, result, b, turn_end_s=round(e, 3), success=ok, latency_ms=lat)
-            for b, (c, e, ok, lat) in enumerate(zip(cases, ends, out.success,
-                                                    out.latency_ms))]
-    return dict(success_rate=out.success_rate, latency_ms_median=out.median_latency_ms,
-                latency_ms_mean=out.mean_latency_ms,
-                reference_latency_ms_median=float(np.median(reference))), rows
+        end_s = case.event("question").end_s(runner.sample_rate)
+        o = cases_lib.turn_reading(case, result.speaking[b], e, runner.timing,
+                                   runner.sample_rate, reply_words(runner, result, b))
+        taken.append(o.taken)
+        cut.append(o.cut_off)
+        if o.taken:
+            latencies.append(o.latency_ms)
+        ref = outcomes.onset_block(case.record["speaking"])
+        reference.append((ref * runner.block_s - end_s) * 1000.0)
+        rows.append(runner.case_row(case, result, b, turn_end_s=round(end_s, 3),
+                                    success=o.taken, cut_off=o.cut_off,
+                                    sustained=o.sustained, latency_ms=o.latency_ms))
+    scores = dict(latency_ms_median=float(np.median(latencies)) if latencies else float("nan"),
+                  reference_latency_ms_median=float(np.median(reference)))
+    lat = np.asarray(latencies, np.float64)
+    scores["latency_ms_median_ci95"] = list(metrics.bootstrap_interval(
+        lambda idx: float(np.median(lat[idx])), lat.size, seed=int(e.seed),
+        resamples=runner.resamples))
+    _with_interval(scores, "success_rate", rate(sum(taken), len(taken)))
+    _with_interval(scores, "cut_off_rate", rate(sum(cut), len(cut)))
+    return scores, rows
 
 
-def _barge_in_cases(runner, name: str, echo_gain: float):
+def score_pause_handling(runner, suite):
+    """The user pauses mid-question (0.5-1.5 s): a reply taken after the real end is a
+    success (turn-taking's rule); `pause_takeover_rate` counts onsets inside the pause
+    (Full-Duplex-Bench's pause handling, lower is better)."""
+    cases, result = runner.cases("pause"), runner.run("pause", 0.0)
+    taken, in_pause, rows = [], [], []
+    for b, case in enumerate(cases):
+        o = cases_lib.turn_reading(case, result.speaking[b], runner.eval, runner.timing,
+                                   runner.sample_rate, reply_words(runner, result, b))
+        first, last = (runner.timing.heard(case.meta[k]) for k in ("pause_start_s",
+                                                                   "pause_end_s"))
+        onset = outcomes.onset_block(result.speaking[b], first)
+        in_pause.append(onset is not None and onset <= last)
+        taken.append(o.taken)
+        rows.append(runner.case_row(case, result, b, success=o.taken, cut_off=o.cut_off,
+                                    took_over_in_pause=in_pause[-1], latency_ms=o.latency_ms))
+    scores = {}
+    _with_interval(scores, "success_rate", rate(sum(taken), len(taken)))
+    _with_interval(scores, "pause_takeover_rate", rate(sum(in_pause), len(in_pause)))
+    return scores, rows
+
+
+def stop_outcomes(runner, name: str, echo_gain: float):
+    """(cases, result, one outcomes.StopOutcome per case) of a case set whose replies meet
+    an interruption (meta should_stop) or a distractor; a case with no such event (the
+    model's own echo is the only distractor) is read over the whole reply."""
     cases, result = runner.cases(name), runner.run(name, echo_gain)
-    tolerance = float(runner.eval.early_stop_tolerance_s)
-    out = []
-    for b, case in enumerate(cases):
-        trigger = next((e for e in case.timeline.events
-                        if e.text and e.text == case.meta.get("interruption")), None)
-        should_stop = bool(case.meta.get("should_stop", False))
-        trigger_end_s = None if trigger is None else trigger.end_s(runner.sample_rate)
-        stop = barge_in_stop_s(result.speaking[b], runner.block_s, natural_end_s(runner, case),
-                               tolerance, runner.timing, trigger_end_s if should_stop else None)
-        out.append(metrics.BargeInCase(
-            should_stop=should_stop, trigger_end_s=trigger_end_s, stop_s=stop,
-            trigger_start_s=None if trigger is None else trigger.start_s))
+    out = [cases_lib.stop_reading(case, result.speaking[b], runner.eval, runner.timing,
+                                  runner.sample_rate) for b, case in enumerate(cases)]
     return cases, result, out
 
 
-def _barge_in_rows(runner, cases, result, trials, echo_gain):
+def _stop_rows(runner, cases, result, trials, echo_gain):
     return [runner.case_row(c, result, b, echo_gain=echo_gain, should_stop=t.should_stop,
-                            trigger_end_s=t.trigger_end_s, early_stop_s=t.stop_s)
+                            outcome=t.kind, covered=t.covered, onset_s=t.onset_s,
+                            stop_s=t.stop_s, stop_latency_ms=t.latency_ms)
             for b, (c, t) in enumerate(zip(cases, trials))]
+
+
+def barge_in_entries(trials, seed: int, resamples: int, suffix: str = "") -> dict:
+    """F1 (bootstrap 95% interval), precision, recall, coverage, stop latency, outcome counts."""
+    out = outcomes.barge_in_scores(trials)
+    latencies = [t.latency_ms for t in trials if t.kind == outcomes.HIT]
+    scores = {f"f1{suffix}": out.f1, f"precision{suffix}": out.precision,
+              f"recall{suffix}": out.recall, f"coverage{suffix}": out.coverage,
+              f"stop_latency_ms_median{suffix}": (float(np.median(latencies)) if latencies
+                                                  else float("nan")),
+              f"outcomes{suffix}": out.counts}
+    scores[f"f1{suffix}_ci95"] = list(metrics.bootstrap_interval(
+        lambda idx: outcomes.barge_in_scores([trials[i] for i in idx]).f1, len(trials),
+        seed=seed, resamples=resamples))
+    return scores
 
 
 def score_barge_in_ci(runner, suite):
     scores, rows, latencies = {}, [], []
     for gain in suite.echo_gains:
-        cases, result, trials = _barge_in_cases(runner, "barge_in_ci", gain)
-        out = metrics.barge_in(trials, runner.timing)
-        g = gain_key(gain)
-        scores.update({f"f1_echo_{g}": out.f1, f"precision_echo_{g}": out.precision,
-                       f"recall_echo_{g}": out.recall,
-                       f"stop_latency_ms_median_echo_{g}": out.median_latency_ms})
-        latencies += out.latency_ms
-        rows += _barge_in_rows(runner, cases, result, trials, gain)
+        cases, result, trials = stop_outcomes(runner, "barge_in_ci", gain)
+        scores.update(barge_in_entries(trials, int(runner.eval.seed), runner.resamples,
+                                       f"_echo_{gain_key(gain)}"))
+        latencies += [t.latency_ms for t in trials if t.kind == outcomes.HIT]
+        rows += _stop_rows(runner, cases, result, trials, gain)
     scores["stop_latency_ms_median"] = (float(np.median(latencies)) if latencies
                                         else float("nan"))
     return scores, rows
 
 
 def score_barge_in_cd(runner, suite):
-    cases, result, trials = _barge_in_cases(runner, "barge_in_cd", 0.0)
-    out = metrics.barge_in(trials, runner.timing)
-    return (dict(f1=out.f1, precision=out.precision, recall=out.recall,
-                 stop_latency_ms_median=out.median_latency_ms),
-            _barge_in_rows(runner, cases, result, trials, 0.0))
+    cases, result, trials = stop_outcomes(runner, "barge_in_cd", 0.0)
+    return (barge_in_entries(trials, int(runner.eval.seed), runner.resamples),
+            _stop_rows(runner, cases, result, trials, 0.0))
 
 
-def _false_stops(runner, name: str, echo_gain: float):
-    cases, result, trials = _barge_in_cases(runner, name, echo_gain)
-    rate = metrics.false_stop_rate([natural_end_s(runner, c) for c in cases],
-                                   [t.stop_s for t in trials])
-    return rate, _barge_in_rows(runner, cases, result, trials, echo_gain)
+def _keeps(runner, name: str, echo_gain: float, suffix: str = ""):
+    """False-stop suites: `keep_rate` (the headline: the model took the turn, was speaking
+    when the distractor came and did not stop, over ALL cases), `coverage` (cases where it
+    was speaking then) and `false_stop_rate` over the covered cases (None if none)."""
+    cases, result, trials = stop_outcomes(runner, name, echo_gain)
+    covered = [t for t in trials if t.covered]
+    scores = {}
+    _with_interval(scores, f"keep_rate{suffix}",
+                   rate(sum(t.kind == outcomes.KEPT for t in trials), len(trials)))
+    _with_interval(scores, f"coverage{suffix}", rate(len(covered), len(trials)))
+    _with_interval(scores, f"false_stop_rate{suffix}",
+                   rate(sum(t.kind == outcomes.FALSE_STOP for t in covered), len(covered)))
+    return scores, _stop_rows(runner, cases, result, trials, echo_gain)
 
 
 def score_echo(runner, suite):
-    scores, rows, echoed = {}, [], []
+    scores, rows = {}, []
     for gain in suite.echo_gains:
-        rate, more = _false_stops(runner, "echo", gain)
-        scores[f"false_stop_rate_echo_{gain_key(gain)}"] = rate
-        rows += more
-        if gain > 0:
-            echoed.append(rate)
-    scores["false_stop_rate"] = float(np.mean(echoed))
+        more, more_rows = _keeps(runner, "echo", gain, f"_echo_{gain_key(gain)}")
+        scores.update(more)
+        rows += more_rows
+    loudest = gain_key(max(suite.echo_gains))
+    for name in ("keep_rate", "coverage", "false_stop_rate"):
+        scores[name] = scores[f"{name}_echo_{loudest}"]
+        scores[f"{name}_ci95"] = scores[f"{name}_echo_{loudest}_ci95"]
     return scores, rows
 
 
 def score_backchannel(runner, suite):
-    rate, rows = _false_stops(runner, "backchannel", 0.0)
-    return dict(false_stop_rate=rate), rows
+    return _keeps(runner, "backchannel", 0.0)
 
 
 def score_third_speaker(runner, suite):
-    rate, rows = _false_stops(runner, "third_speaker", 0.0)
-    return dict(false_stop_rate=rate), rows
+    return _keeps(runner, "third_speaker", 0.0)
 
 
 def _enhancement(runner, name: str, source_kinds: tuple[str, ...]):
@@ -240,6 +322,61 @@ def score_tts(runner, suite):
     return dict(mel_distance=float(np.mean(distances))), rows
 
 
+LISTENING_PROBES = 8  # streams of silence and of noise each
+PROBE_NOISE_RMS = 0.01  # white noise at -40 dBFS: the noise-only probe
+
+
+def score_listening(runner, suite):
+    """The simplest proof that the model hears (a clock scores 0 / yes / never):
+    `onset_slope` of the reply onset against the question's end over the qa cases (a
+    listener is near 1; bootstrap interval), `replies_to_silence` / `replies_to_noise`
+    (streams of silence / noise only, with the qa prompt, in which the model ever speaks),
+    and `changed_by_trigger`: of the barge-in dialogues with an interruption, those whose
+    speaking state after the trigger's start differs from the same dialogue without it."""
+    cases, result = runner.cases("qa"), runner.run("qa", 0.0)
+    ends, onsets, rows = [], [], []
+    for b, case in enumerate(cases):
+        question = case.event("question")
+        onset = outcomes.onset_block(result.speaking[b], runner.timing.heard(question.start_s))
+        end_s = question.end_s(runner.sample_rate)
+        if onset is not None:
+            ends.append(end_s)
+            onsets.append(onset * runner.block_s)
+        rows.append(dict(check="onset", turn_end_s=round(end_s, 3),
+                         onset_s=None if onset is None else onset * runner.block_s))
+    x, y = np.asarray(ends), np.asarray(onsets)
+    scores = dict(onset_slope=metrics.slope(x, y), onset_cases=len(ends))
+    scores["onset_slope_ci95"] = list(metrics.bootstrap_interval(
+        lambda idx: metrics.slope(x[idx], y[idx]), x.size, seed=int(runner.eval.seed),
+        resamples=runner.resamples))
+    n = min(LISTENING_PROBES, len(cases))
+    length = result.speaking.shape[1] * result.env_audio.shape[2]
+    prompt_BxP = np.stack([c.record["prompt_tokens"] for c in cases[:n]])
+    noise = np.random.default_rng(int(runner.eval.seed)).normal(0.0, PROBE_NOISE_RMS, (n, length))
+    for key, env_BxT in (("silence", np.zeros((n, length), np.float32)),
+                         ("noise", np.clip(noise, -1, 1).astype(np.float32))):
+        probe = runner.run_inputs(key, env_BxT, prompt_BxP)
+        spoke = probe.speaking.any(axis=1)
+        _with_interval(scores, f"replies_to_{key}", rate(int(spoke.sum()), n))
+        rows += [dict(check=key, spoke=bool(v)) for v in spoke]
+    barge, with_trigger = runner.cases("barge_in_ci"), runner.run("barge_in_ci", 0.0)
+    positives = [b for b, c in enumerate(barge) if c.meta.get("should_stop")]
+    if positives:
+        twins_BxT = np.stack([cases_lib.without_trigger(barge[b], runner.config,
+                                                        runner.tokenizer, runner.timing)
+                              for b in positives])
+        prompts = np.stack([barge[b].record["prompt_tokens"] for b in positives])
+        without = runner.run_inputs("no_trigger", twins_BxT, prompts)
+        changed = []
+        for i, b in enumerate(positives):
+            start = runner.timing.heard(cases_lib.trigger_event(barge[b]).start_s)
+            changed.append(bool(np.any(with_trigger.speaking[b, start:]
+                                       != without.speaking[i, start:])))
+            rows.append(dict(check="trigger", changed=changed[-1]))
+        _with_interval(scores, "changed_by_trigger", rate(sum(changed), len(changed)))
+    return scores, rows
+
+
 SCORERS = {
     "asr": score_asr,
     "qa": score_qa,
@@ -252,4 +389,6 @@ SCORERS = {
     "enhancement": score_enhancement,
     "target_speaker": score_target_speaker,
     "tts": score_tts,
+    "pause_handling": score_pause_handling,
+    "listening": score_listening,
 }

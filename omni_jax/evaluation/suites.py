@@ -21,6 +21,12 @@ every metric):
   enhancement     enhancement   0                 si_sdr_improvement_db (+ log-spectral)
   target_speaker  target_speaker 0                si_sdr_improvement_db (+ log-spectral)
   tts             tts           0                 mel_distance
+  pause_handling  pause         0                 success_rate, pause_takeover_rate
+  listening       qa (+ barge_in_ci, silence and noise probes)
+                                0                 onset_slope, replies_to_silence,
+                                                  replies_to_noise, changed_by_trigger
+Duplex suites also report their blind baselines (`baselines`: silent, never-stop, the best
+fixed clock, an energy detector; `best_baseline`, `margin`, `beats_baselines`).
 
 The pieces: `catalog` (the table above as data, and `eval.suites` selection), `cases`
 (which dialogues), `readings` (pure per-case readings of the engine's output), `scoring`
@@ -51,7 +57,7 @@ from data_pipelines.serialize import json_default
 from omni_jax.audio.frontend import LogMelFrontend
 from omni_jax.audio.vocoder import make_vocoder
 from omni_jax.duplex.engine import DuplexEngine
-from omni_jax.evaluation import pictures, scoring
+from omni_jax.evaluation import baselines, pictures, scoring
 from omni_jax.evaluation.cases import CASE_SETS, Case, make_cases, split_context
 from omni_jax.evaluation.catalog import SUITES, Suite, gain_key, selected_suites
 from omni_jax.evaluation.readings import fit_length
@@ -82,6 +88,7 @@ class SuiteRunner:
         self.engine = engine
         self.vocoder = make_vocoder(config)
         self.frontend = LogMelFrontend.from_config(config)
+        self.resamples = 1000  # bootstrap resamples of the intervals
         self._cases: dict[str, list[Case]] = {}
         self._runs: dict[tuple[str, float], Any] = {}
         self._speech: dict[tuple[str, float], np.ndarray] = {}
@@ -90,9 +97,9 @@ class SuiteRunner:
     def cases(self, name: str) -> list[Case]:
         """The dialogues of case set `name` (`cases.CASE_SETS`), made once."""
         if name not in self._cases:
-            seed = int(self.eval.seed) * 1000 + list(CASE_SETS).index(name)
             self._cases[name] = make_cases(CASE_SETS[name], int(self.eval.cases), self.ctx,
-                                           self.config, self.tokenizer, seed)
+                                           self.config, self.tokenizer, int(self.eval.seed),
+                                           list(CASE_SETS).index(name))
         return self._cases[name]
 
     def _engine_run(self, env_BxT: np.ndarray, prompt_BxP: np.ndarray, echo_gain: float):
@@ -108,6 +115,13 @@ class SuiteRunner:
             prompt_BxP = np.stack([c.record["prompt_tokens"] for c in cases])
             self._runs[key] = self._engine_run(env_BxT, prompt_BxP, echo_gain)
         return self._runs[key]
+
+    def run_inputs(self, key: str, env_BxT: np.ndarray, prompt_BxP: np.ndarray):
+        """The engine over inputs that are not a case set's (the listening checks' silence,
+        noise and trigger-less twins), cached by `key`, no echo."""
+        if ("inputs", key) not in self._runs:
+            self._runs[("inputs", key)] = self._engine_run(env_BxT, prompt_BxP, 0.0)
+        return self._runs[("inputs", key)]
 
     def vocoded(self, name: str, echo_gain: float) -> np.ndarray:
         """B x T: each stream's kept log-mel through the configured vocoder."""
@@ -146,7 +160,9 @@ class SuiteRunner:
             suite = SUITES[name]
             scores, rows = self.score(suite)
             scores["cases"] = len(self.cases(suite.cases))
-            scores = {k: _finite_or_none(v) for k, v in scores.items()}
+            if suite.headline:
+                scores.update(baseline_entries(self, suite, scores))
+            scores = _finite_or_none(scores)
             report[name] = scores
             log.info("suite %s (%.1f s): %s", name, time.time() - started, scores)
             if self.out_dir is not None:
@@ -173,9 +189,36 @@ class SuiteRunner:
 
 
 def _finite_or_none(value):
-    if isinstance(value, float) and not math.isfinite(value):
+    """NaN and infinities -> None, inside dicts and lists too (report.json is strict JSON)."""
+    if isinstance(value, dict):
+        return {k: _finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_or_none(v) for v in value]
+    if isinstance(value, (float, np.floating)) and not math.isfinite(value):
         return None
     return value
+
+
+def baseline_entries(runner, suite: Suite, scores: dict) -> dict:
+    """The blind baselines' headlines beside the model's: `baselines` {policy: value},
+    `best_baseline`, `margin` (model - best) and `beats_baselines`: the model's 95% interval
+    lies entirely above the best baseline."""
+    found = baselines.score_baselines(runner, suite, scoring.SCORERS[suite.name],
+                                      suite.headline)
+    values = {b.name: b.value for b in found}
+    best = max((b for b in found if b.value is not None), key=lambda b: b.value, default=None)
+    model = scores.get(suite.headline)
+    interval = scores.get(f"{suite.headline}_ci95") or [None, None]
+    out = dict(baselines=values, headline=suite.headline,
+               fixed_clock=next(b.detail for b in found if b.name == "fixed_clock"))
+    if best is not None:
+        out.update(best_baseline=best.name, best_baseline_value=best.value)
+        if model is not None and math.isfinite(model):
+            out["margin"] = model - best.value
+            out["beats_baselines"] = bool(interval[0] is not None
+                                          and math.isfinite(interval[0])
+                                          and interval[0] > best.value)
+    return out
 
 
 def run_suites(model, params, config, tokenizer, *, out_dir: Optional[Path] = None,
