@@ -28,6 +28,7 @@ setup(
         "absl-py>=2.0",
         "numpy>=1.26",
         "flatbuffers>=24.3",  # jax.export serialization (omni_jax.serving.export)
+        "safetensors>=0.8",  # pretrained LLM checkpoints (omni_jax.models.pretrained); reads BF16
     ],
     extras_require={
         "test": ["pytest>=8", "pyyaml>=6"],  # tiny HF checkpoints, GKE YAML

@@ -276,3 +276,15 @@ def test_pause_handling_oracle_and_energy_detector(setup):
     energy, _ = scoring.score_pause_handling(baselines.PolicyRunner(oracle, baselines.energy),
                                              suite)
     assert energy["pause_takeover_rate"] == 1.0 and energy["success_rate"] == 0.0
+
+
+def test_enhancement_is_scored_over_the_vocoded_mixture_with_a_perfect_mel_ceiling(setup):
+    runner, cases = _runner(setup, "enhancement", "oracle")
+    scores, rows = runner.score(suites.SUITES["enhancement"])
+    assert len(rows) == len(cases)
+    for key in ("lsd_improvement_db", "si_sdr_improvement_db", "lsd_improvement_perfect_mel_db",
+                "lsd_perfect_mel_db", "si_sdr_mixture_db"):
+        assert np.isfinite(scores[key]), key
+    # The stand-in says a flat log-mel: far from what a perfect log-mel would give.
+    assert scores["lsd_improvement_perfect_mel_db"] > scores["lsd_improvement_db"]
+    assert scores["lsd_perfect_mel_db"] < scores["lsd_db"]
