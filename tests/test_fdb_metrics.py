@@ -1,4 +1,5 @@
-"""Full-Duplex-Bench v1 scoring (omni_jax.evaluation.fdb_metrics, omni_jax.serving.fdb_score)
+"""Full-Duplex-Bench v1 scoring (omni_jax.evaluation.fdb_metrics with fdb_samples and
+fdb_speech, omni_jax.serving.fdb_score)
 on synthetic folders written here: tone bursts at known times stand for the model's speech,
 so every takeover, latency, backchannel count, frequency, JSD and interval has a known
 answer."""
@@ -14,6 +15,8 @@ import pytest
 import soundfile as sf
 
 from omni_jax.evaluation import fdb_metrics as fm
+from omni_jax.evaluation import fdb_speech as fs
+from omni_jax.evaluation import metrics
 from omni_jax.serving import fdb_score
 
 REPO = Path(__file__).resolve().parents[1]
@@ -84,25 +87,28 @@ def test_wilson_interval_matches_hand_computation():
     # sqrt(p(1-p)/10 + z2/400)
     centre = (0.8 + z2 / 20) / (1 + z2 / 10)
     half = z / (1 + z2 / 10) * math.sqrt(0.8 * 0.2 / 10 + z2 / 400)
-    lo, hi = fm.wilson_interval(8, 10)
+    lo, hi = metrics.wilson_interval(8, 10)
     assert lo == pytest.approx(centre - half) and hi == pytest.approx(centre + half)
     assert (lo, hi) == pytest.approx((0.4902, 0.9433), abs=1e-4)  # the textbook value
     # 0 of 5: the interval is [0, z2 / (5 + z2)]; 5 of 5 mirrors it
-    assert fm.wilson_interval(0, 5) == pytest.approx((0.0, z2 / (5 + z2)))
-    assert fm.wilson_interval(5, 5) == pytest.approx((5 / (5 + z2), 1.0))
-    assert fm.wilson_interval(0, 0) is None
-    with pytest.raises(ValueError):
-        fm.wilson_interval(3, 2)
+    assert metrics.wilson_interval(0, 5) == pytest.approx((0.0, z2 / (5 + z2)))
+    assert metrics.wilson_interval(5, 5) == pytest.approx((5 / (5 + z2), 1.0))
+    assert metrics.wilson_interval(0, 0) == (0.0, 1.0)  # metrics' convention
+    assert fm.rate_summary([])["ci95"] is None  # the report's: no samples, no interval
 
 
 def test_bootstrap_is_seeded_and_brackets_the_statistic():
-    values = [0.1, 0.2, 0.3, 0.4, 2.0]
-    a = fm.bootstrap_interval(values, np.mean, resamples=500, seed=3)
-    assert a == fm.bootstrap_interval(values, np.mean, resamples=500, seed=3)
-    assert a != fm.bootstrap_interval(values, np.mean, resamples=500, seed=4)
+    values = np.array([0.1, 0.2, 0.3, 0.4, 2.0])
+
+    def interval(x, statistic=np.mean, **kw):
+        return metrics.bootstrap_interval(lambda i: statistic(x[i]), len(x), **kw)
+
+    a = interval(values, resamples=500, seed=3)
+    assert a == interval(values, resamples=500, seed=3)
+    assert a != interval(values, resamples=500, seed=4)
     assert 0.1 <= a[0] <= np.mean(values) <= a[1] <= 2.0
-    assert fm.bootstrap_interval([0.4, 0.4], np.median) == (0.4, 0.4)
-    assert fm.bootstrap_interval([]) is None
+    assert interval(np.array([0.4, 0.4]), np.median) == (0.4, 0.4)
+    assert all(math.isnan(v) for v in interval(np.array([])))  # metrics' convention
     summary = fm.value_summary([0.2, 0.4, 0.9], resamples=100)
     assert summary["n"] == 3 and summary["mean"] == pytest.approx(0.5)
     assert summary["median"] == pytest.approx(0.4)
@@ -135,13 +141,13 @@ def test_js_distance_agrees_with_scipy():
 
 def test_energy_vad_bridges_gaps_and_drops_short_bursts():
     audio = speech([(1.0, 2.0), (2.05, 2.5), (3.0, 3.1), (4.0, 4.5)])
-    assert same(fm.energy_segments(audio, SR), [(1.0, 2.5), (4.0, 4.5)])
-    padded = fm.energy_segments(audio, SR, fm.VadSettings(pad_s=0.03))
+    assert same(fs.energy_segments(audio, SR), [(1.0, 2.5), (4.0, 4.5)])
+    padded = fs.energy_segments(audio, SR, fm.VadSettings(pad_s=0.03))
     assert same(padded, [(0.97, 2.53), (3.97, 4.53)])
-    assert fm.energy_segments(speech([], 1.0), SR) == []
+    assert fs.energy_segments(speech([], 1.0), SR) == []
     quiet = speech([(1.0, 2.0)], amplitude=0.003)  # -53 dBFS RMS: below -40
-    assert fm.energy_segments(quiet, SR) == []
-    assert same(fm.energy_segments(quiet, SR, fm.VadSettings(threshold_dbfs=-60)),
+    assert fs.energy_segments(quiet, SR) == []
+    assert same(fs.energy_segments(quiet, SR, fm.VadSettings(threshold_dbfs=-60)),
                 [(1.0, 2.0)])
 
 
@@ -154,7 +160,7 @@ def test_turn_taking_answer_after_the_user_end(tmp_path):
     summary = report["tasks"]["turn_taking"]
     assert report["counts"] == dict(found=3, scored=3, skipped=0)
     assert summary["takeover_rate"]["rate"] == 1.0
-    assert summary["takeover_rate"]["ci95"] == pytest.approx(list(fm.wilson_interval(3, 3)))
+    assert summary["takeover_rate"]["ci95"] == pytest.approx(list(metrics.wilson_interval(3, 3)))
     latency = summary["latency_s"]
     assert latency["n"] == 3
     assert latency["mean"] == pytest.approx(0.4) and latency["median"] == pytest.approx(0.4)
@@ -205,7 +211,7 @@ def test_pause_speaking_during_the_pause_is_a_takeover(tmp_path):
     assert not records["waits"]["takeover"] and not records["hums"]["takeover"]
     rate = report["tasks"]["pause"]["takeover_rate"]
     assert (rate["takeovers"], rate["n"]) == (1, 3) and rate["rate"] == pytest.approx(1 / 3)
-    assert rate["ci95"] == pytest.approx(list(fm.wilson_interval(1, 3)))
+    assert rate["ci95"] == pytest.approx(list(metrics.wilson_interval(1, 3)))
 
 
 def test_fdb_asr_chunks_decide_the_takeover(tmp_path):
