@@ -23,6 +23,7 @@ setup(
         "soundfile>=0.12",
         "espeakng-loader>=0.2.4",
         "jiwer>=3.0",
+        "pocketsphinx>=5.1",  # the independent recognizer of the suites (its wheel has the model)
         "matplotlib>=3.8",
         "tensorboardX>=2.6",
         "absl-py>=2.0",

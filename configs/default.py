@@ -194,6 +194,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.eval.max_turn_latency_s = 1.0  # a reply starting later fails turn-taking
     c.eval.min_reply_s = 1.0  # a reply is sustained with >= this much speech (FDB's rule)
     c.eval.min_reply_words = 3  # ... or more than this many words
+    c.eval.recognizer = "pocketsphinx_world"  # independent recognizer of speech (recognizer.py)
     c.eval.align_max_lag_s = 0.16  # lag search when aligning speech to its reference
     c.eval.pictures = 2  # PNG timelines and wavs per suite
     c.eval.splits = ("eval",)  # user-speech splits scored (fsdd also has "test")

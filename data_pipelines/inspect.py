@@ -13,7 +13,6 @@ import json
 import zlib
 from pathlib import Path
 
-import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from data_pipelines import contract
 from data_pipelines.config_checks import (ConfigError, check, choice, get, positive,
                                           validate_data)
-from omni_jax.evaluation import catalog
+from omni_jax.evaluation import catalog, recognizer
 from omni_jax.models import encoder, layers, llm, mamba, omni, pretrained
 from omni_jax.train import losses, sharding
 
@@ -29,6 +29,7 @@ def _validate_eval(config):
                           ) from None
     positive(config, "eval.cases", "eval.max_turn_latency_s", "eval.min_reply_s")
     positive(config, "eval.min_reply_words", allow_zero=True)
+    choice(config, "eval.recognizer", recognizer.RECOGNIZERS)
     positive(config, "eval.temperature", "eval.echo_delay_s", "eval.early_stop_tolerance_s",
              "eval.align_max_lag_s", "eval.pictures", allow_zero=True)
     check(config.eval.cases <= 1024, "eval.cases",

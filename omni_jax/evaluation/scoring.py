@@ -23,11 +23,11 @@ Definitions: every duplex suite reads one outcome per case, `omni_jax.evaluation
   normalised exact match (headline) and word F1; speech-to-speech by the recognizer.
 - Echo: the engine mixes the model's OWN speech into the microphone at the run's gain and
   `eval.echo_delay_s` (never the reference speech).
-- Speech-to-speech QA: the reply's speech (Griffin-Lim over the kept log-mel,
-  `config.model.synth.vocoder`) is transcribed by the recognizer trained in this project:
-  the evaluated model itself in ASR mode (prompt `world.PROMPT_ASR`, the reply as the only
-  sound). `s2s_recognizer_reference_accuracy` is the same recognizer on the reference
-  reply speech: the ceiling the recognizer allows.
+- Speech-to-speech QA: the reply's speech (the configured vocoder over the kept log-mel)
+  is transcribed by an independent recognizer (`eval.recognizer`, pocketsphinx offline,
+  `omni_jax.evaluation.recognizer`); `s2s_recognizer_reference_accuracy` and
+  `recognizer_reference_wer` are the same recognizer on the reference reply speech: the
+  ceiling it allows.
 - Enhancement / target speaker: the reply's vocoded speech against the clean reference,
   aligned by the model's own onset (no lag search). The mixture and the reference itself
   pass through the same log-mel + vocoder path, so the improvement is over what the path
@@ -110,7 +110,8 @@ def score_qa(runner, suite):
     scores = dict(s2t_word_f1=float(np.mean([r["s2t_word_f1"] for r in rows])),
                   s2s_accuracy=float(np.mean([r["s2s_correct"] for r in rows])),
                   s2s_recognizer_reference_accuracy=float(np.mean(
-                      [metrics.exact_match(a, h) for a, h in zip(answers, heard_reference)])))
+                      [metrics.exact_match(a, h) for a, h in zip(answers, heard_reference)])),
+                  recognizer_reference_wer=metrics.wer(answers, heard_reference))
     _with_interval(scores, "s2t_accuracy", rate(sum(exact), len(exact)))
     return scores, rows
 

@@ -52,7 +52,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from data_pipelines import render, scenarios, world
+from data_pipelines import scenarios
 from data_pipelines.serialize import json_default
 from omni_jax.audio.frontend import LogMelFrontend
 from omni_jax.audio.vocoder import make_vocoder
@@ -61,6 +61,7 @@ from omni_jax.evaluation import baselines, pictures, scoring
 from omni_jax.evaluation.cases import CASE_SETS, Case, make_cases, split_context
 from omni_jax.evaluation.catalog import SUITES, Suite, gain_key, selected_suites
 from omni_jax.evaluation.readings import fit_length
+from omni_jax.evaluation.recognizer import make_recognizer
 
 __all__ = ["SUITES", "SuiteRunner", "engine_for", "run_suites", "selected_suites",
            "split_context"]
@@ -89,6 +90,7 @@ class SuiteRunner:
         self.vocoder = make_vocoder(config)
         self.frontend = LogMelFrontend.from_config(config)
         self.resamples = 1000  # bootstrap resamples of the intervals
+        self._recognizer = None
         self._cases: dict[str, list[Case]] = {}
         self._runs: dict[tuple[str, float], Any] = {}
         self._speech: dict[tuple[str, float], np.ndarray] = {}
@@ -134,11 +136,12 @@ class SuiteRunner:
         return self._speech[key]
 
     def recognize(self, audio_BxT: np.ndarray) -> list[str]:
-        """The project's recognizer: the evaluated model in ASR mode, one stream per row."""
-        prompt_P, _ = render.encode_prompt(self.tokenizer, world.PROMPT_ASR,
-                                           int(self.config.data.prompt_len))
-        prompt_BxP = np.repeat(prompt_P[None], audio_BxT.shape[0], axis=0)
-        return self._engine_run(audio_BxT, prompt_BxP, 0.0).text(self.tokenizer)
+        """An independent recognizer (`eval.recognizer`, one the project does not train; its
+        ceiling on the reference speech is reported beside every figure it makes), one
+        transcript per row."""
+        if self._recognizer is None:
+            self._recognizer = make_recognizer(str(self.eval.recognizer))
+        return self._recognizer.transcribe_many(list(audio_BxT), self.sample_rate)
 
     def case_row(self, case: Case, result, b: int, **scores) -> dict[str, Any]:
         """One line of cases.jsonl: what the case was, what the model did, `scores`."""

@@ -40,12 +40,7 @@ from absl import app, flags
 
 from omni_jax.evaluation import fdb_metrics
 
-try:  # another module, optional: the scorer runs without it
-    from omni_jax.evaluation.recognizer import make_recognizer
-    _RECOGNIZER_IMPORT_ERROR = None
-except ImportError as e:  # absent, or its own dependency is
-    make_recognizer = None
-    _RECOGNIZER_IMPORT_ERROR = e
+from omni_jax.evaluation.recognizer import make_recognizer
 
 TASK_CHOICES = ("auto",) + fdb_metrics.TASKS + tuple(fdb_metrics.TASK_ALIASES)
 
@@ -69,10 +64,7 @@ def recognizer_for(name: str | None):
     """The transcribe callable for --recognizer (None without one)."""
     if not name:
         return None
-    if make_recognizer is None:
-        raise ValueError(f"--recognizer={name}: omni_jax.evaluation.recognizer cannot be "
-                         f"imported ({_RECOGNIZER_IMPORT_ERROR})")
-    return make_recognizer(name)
+    return make_recognizer(name).transcribe
 
 
 def run(input_dir, output_dir, *, task: str = "auto", out: str | None = None,
