@@ -156,7 +156,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.model.synth.mlp_dim = 384  # synthesizer SwiGLU hidden size
     c.model.synth.rope_theta = 10000.0  # RoPE base over block positions
     c.model.synth.llm_layer = -1  # LLM hidden layer it reads (-1 = last)
-    c.model.synth.vocoder = "griffin_lim"  # griffin_lim | neural (a trained vocoder slot)
+    c.model.synth.vocoder = "griffin_lim"  # offline listening: griffin_lim | a registered one
+    # The speech path (omni_jax/audio/feedback.py): streaming Griffin-Lim with look-ahead,
+    # the same in training, the engine, the runner and the export.
+    c.model.synth.streaming = ml_collections.ConfigDict()
+    c.model.synth.streaming.kind = "griffin_lim"  # a registered streaming vocoder
+    c.model.synth.streaming.lookahead_frames = 2  # frames refined before commit (10 ms each)
+    c.model.synth.streaming.iterations = 16  # fast Griffin-Lim iterations per block
+    c.model.synth.streaming.momentum = 0.99  # fast Griffin-Lim momentum
+    c.model.synth.streaming.nnls_iterations = 20  # mel -> linear magnitude refinements
     c.model.synth.remat = ""  # remat policy of the synthesizer layers ("" = model.remat)
 
     # ---- loss ---------------------------------------------------------------------------
@@ -178,6 +186,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.train.weight_decay = 0.01  # AdamW weight decay
     c.train.grad_clip = 1.0  # global-norm clipping
     c.train.frozen = ()  # parameter-path regexes kept frozen
+    c.train.self_feedback = 0.0  # share of rows fed the model's own speech (scheduled feedback)
     c.train.log_every = 10  # steps between progress lines
     c.train.eval_every = 500  # steps between evaluations
     c.train.checkpoint_every = 200  # steps between checkpoints

@@ -175,7 +175,8 @@ def validate_data(config):
     value_range(config, "data.augment.snr_db")
     value_range(config, "data.augment.rt60_s", lo=0.0)
     value_range(config, "data.augment.echo_gain", lo=0.0)
-    value_range(config, "data.augment.echo_delay_ms", lo=0.0)
+    # The echo is mixed in on device from one block of history (omni_jax.audio.feedback).
+    value_range(config, "data.augment.echo_delay_ms", lo=0.0, hi=float(config.audio.block_ms))
     value_range(config, "data.augment.gain_db")
     choice(config, "data.tokenizer.model_type", TOKENIZER_TYPES)
     vocab_size = get(config, "data.tokenizer.vocab_size")

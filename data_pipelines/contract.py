@@ -60,8 +60,12 @@ class TimingRules:
     the microphone audio of block k, emits N tokens and, while speaking, one block of
     speech. Rules:
       * heard(t) = floor(t / B): the block whose audio contains time t.
-      * Output of block k is heard from block k+1: `asst_audio[k] = speech_target[k-1]`, and
-        the echo of speech_target[k-1] reaches `env_audio` at block k plus the acoustic delay.
+      * Output of block k is heard from block k+1: the model's assistant stream at block k
+        is the speech played in block k-1, and its echo reaches the microphone at block k
+        plus the acoustic delay (`echo_delay` samples, at most one block, times
+        `echo_gain`). Both are made on device by `omni_jax.audio.feedback` from the kept
+        log-mel of `speech_target` (the same function the free-running engine applies to
+        the model's own mel), so a record carries the microphone without the echo.
       * A reply to a user turn that ends at t: the start transition label stands at block
         d = heard(t) + response_delay_blocks; its text tokens follow in the next slots.
       * The synthesizer's speech starts in the block that emits the
@@ -123,9 +127,12 @@ class FieldSpec:
 
 FIELDS = (
     FieldSpec("env_audio", ("K", "S"), np.dtype(np.float32),
-              "microphone stream: user, third speakers, noise, reverb, own echo"),
-    FieldSpec("asst_audio", ("K", "S"), np.dtype(np.float32),
-              "the assistant's own clean speech, heard one block after it is emitted"),
+              "microphone stream: user, third speakers, noise, reverb (the model's own echo "
+              "is mixed in on device, see echo_gain)"),
+    FieldSpec("echo_gain", (), np.dtype(np.float32),
+              "gain of the model's own speech in the microphone (0 = no echo)"),
+    FieldSpec("echo_delay", (), np.dtype(np.int32),
+              "acoustic delay of that echo in samples, 0..S"),
     FieldSpec("tokens", ("K", "N"), np.dtype(np.int32), "LLM input tokens (teacher forcing)"),
     FieldSpec("labels", ("K", "N"), np.dtype(np.int32), "LLM targets"),
     FieldSpec("label_kind", ("K", "N"), np.dtype(np.int8), "LabelKind of each target"),
@@ -209,7 +216,7 @@ def validate(record: Mapping[str, Any], dims: Dims, *, batched: bool = False,
             fail(spec.name, f"dtype {value.dtype} != expected {spec.dtype}")
         arrays[spec.name] = value
 
-    for name in ("env_audio", "asst_audio", "speech_target"):
+    for name in ("env_audio", "speech_target"):
         if not np.all(np.isfinite(arrays[name])):
             fail(name, "contains NaN or Inf")
         peak = float(np.max(np.abs(arrays[name]), initial=0.0))
@@ -237,8 +244,15 @@ def validate(record: Mapping[str, Any], dims: Dims, *, batched: bool = False,
         fail("speaking", "speaking on a padding block")
     if np.any(arrays["speech_mask"] & ~block_mask):
         fail("speech_mask", "speech loss on a padding block")
+    gain = arrays["echo_gain"]
+    if not np.all(np.isfinite(gain)) or np.any(gain < 0):
+        fail("echo_gain", f"must be finite and >= 0, got {gain.tolist()}")
+    delay = arrays["echo_delay"]
+    if np.any(delay < 0) or np.any(delay > dims.samples_per_block):
+        fail("echo_delay", f"must be 0..{dims.samples_per_block} samples (one block), got "
+                           f"{delay.tolist()}")
     pad = ~block_mask
-    for name in ("env_audio", "asst_audio", "speech_target"):
+    for name in ("env_audio", "speech_target"):
         if np.any(arrays[name][pad] != 0.0):
             fail(name, "non-zero audio on a padding block")
     # Speech may only be asked of the synthesizer where the model speaks.

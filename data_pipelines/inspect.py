@@ -5,6 +5,11 @@
 writes, per scenario and dialogue, `SCENARIO_I_env.wav` (the microphone stream),
 `SCENARIO_I_asst.wav` (the assistant stream), `SCENARIO_I.png` (a block-by-block timeline)
 and `SCENARIO_I.json` (the events), plus `index.md` listing them.
+
+The model's own echo and its assistant stream are made on device from what it plays
+(`omni_jax.audio.feedback`), which this layer does not import: here the microphone is
+written without the echo and the assistant stream is the reference speech. `python -m
+omni_jax.inspect` (same flags) passes `hear` and writes both as the model hears them.
 """
 
 from __future__ import annotations
@@ -32,8 +37,12 @@ def define_flags():
     flags.DEFINE_enum("split", "train", ["train", "eval"], "Voices: train or held-out.")
 
 
-def inspect(config, out: Path, per_scenario: int = 2, split: str = "train") -> list[Path]:
-    """Renders `per_scenario` dialogues of every scenario into `out`; returns the files."""
+def inspect(config, out: Path, per_scenario: int = 2, split: str = "train",
+            hear=None) -> list[Path]:
+    """Renders `per_scenario` dialogues of every scenario into `out`; returns the files.
+
+    `hear(record) -> (env_KxS, asst_KxS)`: the microphone and assistant stream as the
+    model hears them (default: the record's microphone and its reference speech)."""
     config_checks.validate_data(config)
     # The one model field rendering reads (the model's own are omni_jax.configuration's).
     config_checks.choice(config, "model.thinking", contract.THINKING_VARIANTS)
@@ -60,11 +69,13 @@ def inspect(config, out: Path, per_scenario: int = 2, split: str = "train") -> l
                               where=f"{name} #{i}")
             stem = out / f"{name}_{i}"
             num_real = int(record["block_mask"].sum())
-            for stream, field in (("env", "env_audio"), ("asst", "asst_audio")):
-                audio_io.write_wav(f"{stem}_{stream}.wav",
-                                   record[field][:num_real].reshape(-1), rate)
+            streams = (record["env_audio"], record["speech_target"]) if hear is None \
+                else hear(record)
+            for stream, audio_KxS in zip(("env", "asst"), streams):
+                audio_io.write_wav(f"{stem}_{stream}.wav", audio_KxS[:num_real].reshape(-1),
+                                   rate)
             plot.plot_block_sequence(record, tokenizer.piece_of, f"{stem}.png",
-                                     sample_rate=rate)
+                                     sample_rate=rate, streams=streams)
             events = json.loads(record["events"])
             Path(f"{stem}.json").write_text(json.dumps(events, indent=2))
             written += [Path(f"{stem}{s}") for s in ("_env.wav", "_asst.wav", ".png", ".json")]
@@ -75,9 +86,9 @@ def inspect(config, out: Path, per_scenario: int = 2, split: str = "train") -> l
     return written
 
 
-def main(argv):
+def main(argv, hear=None):
     del argv
-    files = inspect(FLAGS.config, Path(FLAGS.out), FLAGS.per_scenario, FLAGS.split)
+    files = inspect(FLAGS.config, Path(FLAGS.out), FLAGS.per_scenario, FLAGS.split, hear)
     print(f"wrote {len(files)} files to {FLAGS.out} (see index.md)")
 
 

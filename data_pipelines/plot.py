@@ -42,16 +42,19 @@ def _title(events: dict) -> str:
 
 
 def plot_block_sequence(record, piece_of, path: str | Path, *, sample_rate: int,
-                        title: str = "") -> Path:
-    """Writes a PNG timeline of `record` (unbatched) to `path`; `piece_of(id) -> str`."""
+                        title: str = "", streams=None) -> Path:
+    """Writes a PNG timeline of `record` (unbatched) to `path`; `piece_of(id) -> str`.
+    `streams`: (microphone KxS, assistant stream KxS) to draw (default: the record's
+    microphone and its reference speech)."""
     import matplotlib  # slow to import, only pictures need it
 
     matplotlib.use("Agg")  # before pyplot: no display
     import matplotlib.pyplot as plt
 
     num_real = int(record["block_mask"].sum())
-    env_T = record["env_audio"][:num_real].reshape(-1)
-    asst_T = record["asst_audio"][:num_real].reshape(-1)
+    env_KxS, asst_KxS = streams or (record["env_audio"], record["speech_target"])
+    env_T = np.asarray(env_KxS)[:num_real].reshape(-1)
+    asst_T = np.asarray(asst_KxS)[:num_real].reshape(-1)
     target_T = record["speech_target"][:num_real].reshape(-1)
     block_s = record["env_audio"].shape[1] / sample_rate
     t_T = np.arange(env_T.size) / sample_rate

@@ -263,16 +263,14 @@ def render(timeline: tl.Timeline, *, dims: contract.Dims, timing: contract.Timin
     tokens_KxN, labels_KxN, label_kind_KxN = _token_streams(grid, thinking)
 
     speech_target_T, speech_scale = augment_lib.limit_peak(speech_target_T)
-    # The assistant hears its own output one block later.
-    played_T = np.concatenate([np.zeros(samples_per_block, np.float32),
-                               speech_target_T[:-samples_per_block]])
     env_T, speech_rms = _environment(timeline, num_samples)
+    # The model's own echo is mixed in on device from what it plays (omni_jax.audio.feedback).
     echo_gain, echo_delay_s, echo_drawn = _echo_settings(
-        timeline, augment, bool(played_T.any()), rng)
-    if echo_gain > 0:
-        delay = int(round(echo_delay_s * timeline.sample_rate))
-        if delay < num_samples:
-            env_T[delay:] += np.float32(echo_gain) * played_T[:num_samples - delay]
+        timeline, augment, bool(speech_target_T.any()), rng)
+    echo_delay = int(round(echo_delay_s * timeline.sample_rate))
+    if not 0 <= echo_delay <= samples_per_block:
+        raise RenderError(f"{where}: echo delay {echo_delay_s} s is outside 0..{timing.block_ms}"
+                          f" ms (the echo's history is one block)")
     aug_info: dict[str, Any] = {}
     if augment is not None and augment.enabled:
         env_T, aug_info = augment_lib.augment_environment(
@@ -282,7 +280,8 @@ def render(timeline: tl.Timeline, *, dims: contract.Dims, timing: contract.Timin
     prompt_tokens, prompt_mask = encode_prompt(tokenizer, timeline.prompt, dims.prompt_len, where)
     shape = (num_blocks, samples_per_block)
     record = dict(
-        env_audio=env_T.reshape(shape), asst_audio=played_T.reshape(shape),
+        env_audio=env_T.reshape(shape), echo_gain=np.asarray(echo_gain, np.float32),
+        echo_delay=np.asarray(echo_delay, np.int32),
         tokens=tokens_KxN, labels=labels_KxN, label_kind=label_kind_KxN,
         speaking=grid.speaking_K, speech_target=speech_target_T.reshape(shape),
         speech_mask=grid.speaking_K.copy(), block_mask=np.ones(num_blocks, bool),
@@ -318,7 +317,7 @@ def fit_blocks(record: dict[str, Any], num_blocks: int, start_block: int = 0) ->
     out: dict[str, Any] = {}
     for spec in contract.FIELDS:
         value = record[spec.name]
-        if spec.shape[0] != "K":
+        if spec.shape[:1] != ("K",):
             out[spec.name] = value.copy()
             continue
         kept = value[start_block:start_block + num_blocks]

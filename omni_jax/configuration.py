@@ -30,6 +30,9 @@ def _validate_eval(config):
     positive(config, "eval.cases", "eval.max_turn_latency_s", "eval.min_reply_s")
     positive(config, "eval.min_reply_words", allow_zero=True)
     choice(config, "eval.recognizer", recognizer.RECOGNIZERS)
+    check(config.eval.echo_delay_s * 1000 <= config.audio.block_ms, "eval.echo_delay_s",
+          f"{config.eval.echo_delay_s} s is more than one block ({config.audio.block_ms} ms): "
+          "the echo's history is one block")
     positive(config, "eval.temperature", "eval.echo_delay_s", "eval.early_stop_tolerance_s",
              "eval.align_max_lag_s", "eval.pictures", allow_zero=True)
     check(config.eval.cases <= 1024, "eval.cases",
@@ -88,6 +91,14 @@ def validate(config, num_devices: int | None = None):
     check(-m.llm.num_layers <= layer < m.llm.num_layers, "model.synth.llm_layer",
           f"{layer} is past the LLM depth {m.llm.num_layers}")
     positive(config, "model.llm.lora_rank", allow_zero=True)
+    positive(config, "model.synth.streaming.iterations")
+    positive(config, "model.synth.streaming.lookahead_frames",
+             "model.synth.streaming.nnls_iterations", allow_zero=True)
+    share = config.train.self_feedback
+    check(0.0 <= share <= 1.0, "train.self_feedback", f"must be in [0, 1], got {share}")
+    momentum = config.model.synth.streaming.momentum
+    check(0.0 <= momentum < 1.0, "model.synth.streaming.momentum",
+          f"must be in [0, 1), got {momentum}")
     choice(config, "model.llm.pretrained_vocab", pretrained.VOCAB_POLICIES)
 
     # Loss.

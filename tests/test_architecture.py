@@ -30,7 +30,7 @@ LAYERS = (
     ("omni_jax.evaluation",),
     ("omni_jax.configuration",),
     ("omni_jax.serving", "omni_jax.benchmarks"),
-    ("omni_jax.main",),
+    ("omni_jax.main", "omni_jax.inspect"),
 )
 
 

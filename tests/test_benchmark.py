@@ -52,6 +52,26 @@ def test_step_and_train_forms_benchmarks_report_their_keys():
     assert forms["scan_ms"] > 0 and forms["parallel_ms"] > 0
 
 
+def test_speech_path_benchmarks_report_cost_latency_and_intelligibility():
+    from configs import tiny
+    from omni_jax.benchmarks import intelligibility, vocoder
+
+    config = tiny.get_config()
+    config.data.num_blocks, config.data.pipeline.batch_size = 4, 2
+    result = vocoder.run(config, batch=2, repeats=5)
+    assert result["delay_ms"] == 35.0 and result["lookahead_ms"] == 20
+    assert result["block_p99_ms"] >= result["block_p50_ms"] > 0
+    assert result["block_fraction"] == pytest.approx(result["block_p50_ms"] / 80)
+    assert result["train_feedback_p50_ms"] > 0
+    heard = intelligibility.run(config, num=1)
+    assert heard["sentences"] == 1 and set(heard["wer"]) == {
+        f"{lm}/{path}" for lm in ("world", "words") for path in
+        ("reference", "speech_path", "griffin_lim", "random_phase")}
+    low, high = heard["wer_ci95"]["world/speech_path"]
+    assert low <= heard["wer"]["world/speech_path"] <= high
+    assert heard["minus_reference_ci95"]["world/reference"] == (0.0, 0.0, 0.0)
+
+
 # ---- train, compile, FLOPs and the real-time search ----------------------------------------
 
 # Quick XLA backend settings for the subprocess checks: the compiled programs only need to

@@ -21,7 +21,7 @@ def _record():
     r["speaking"][1:4] = True
     r["speech_mask"][1:4] = True
     r["speech_target"][3] = 0.5
-    r["asst_audio"][4] = 0.5
+    r["echo_gain"][()], r["echo_delay"][()] = 0.5, 3
     r["env_audio"][:5] = 0.1
     r["prompt_tokens"][:2] = [50, 51]
     r["prompt_mask"][:2] = True
@@ -54,7 +54,11 @@ def _set(field, index, value):
     (_set("speaking", 5, True), "speaking"),
     (_set("speech_target", (0, 1), 0.2), "speech_target"),  # speech while listening
     (_set("speech_mask", 3, False), "speech_mask"),
-    (_set("asst_audio", (5, 0), 0.1), "asst_audio"),  # audio on a padding block
+    (_set("env_audio", (5, 0), 0.1), "env_audio"),  # audio on a padding block
+    (_set("echo_gain", (), -0.1), "echo_gain"),
+    (_set("echo_gain", (), np.inf), "echo_gain"),
+    (_set("echo_delay", (), DIMS.samples_per_block + 1), "echo_delay"),  # past one block
+    (_set("echo_delay", (), -1), "echo_delay"),
     (_set("prompt_mask", 2, True), "prompt_tokens"),  # a real prompt token that is PAD
     (_set("prompt_tokens", 2, 7), "prompt_tokens"),
     (_set("block_mask", 5, True), "block_mask"),

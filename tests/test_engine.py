@@ -19,6 +19,7 @@ from omni_jax.models.omni import DuplexModel
 
 S = 1280  # samples per 80 ms block at 16 kHz
 K = 8
+DELAY = 560  # the streaming vocoder's: 15 ms window overlap + 20 ms look-ahead
 
 
 class ScriptedModel:
@@ -62,9 +63,13 @@ def _check_common(result, canonical, speaking):
     np.testing.assert_array_equal(result.input_tokens[:, 1:, 0], canonical[:, :-1])
     np.testing.assert_array_equal(result.asst_audio[:, 0], 0.0)
     np.testing.assert_array_equal(result.asst_audio[:, 1:], result.speech[:, :-1])
-    # Speech exactly where speaking (the scripted mel is loud).
-    loud = np.abs(result.speech).max(axis=-1) > 1e-3
+    # Speech exactly where speaking (the scripted mel is loud), played DELAY samples
+    # behind the mel: a block's first DELAY samples finish the block before.
+    speaking = np.asarray(speaking)
+    loud = np.abs(result.speech[..., DELAY:]).max(axis=-1) > 1e-3
     np.testing.assert_array_equal(loud, speaking)
+    silent_after = ~speaking & ~np.concatenate([speaking[:, :1] & False, speaking[:, :-1]], 1)
+    assert not result.speech[silent_after].any()
 
 
 def test_explicit_state_machine_and_events():
@@ -128,18 +133,19 @@ def test_implicit_state_machine_follows_the_speak_head():
 
 
 def test_echo_gain_and_delay_per_stream():
-    """Heard env = env + gain * the assistant stream delayed by echo_delay_s (samples)."""
+    """Heard env = env + gain * the assistant stream delayed by echo_delay_s (samples), at
+    most one block; more is an error."""
     script = [[THINK_ID, SHIFT_ID, T, A, B_, SHIFT_ID, THINK_ID, THINK_ID]] * 2
     config = tiny.get_config("explicit")
     engine = DuplexEngine(ScriptedModel(config, script), None, config)
     env = (0.01 * np.random.default_rng(0).normal(size=(2, K * S - 100))).astype(np.float32)
-    gains, delays_s = [0.5, 0.25], [0.0375, 0.1]  # 600 and 1600 samples
+    gains, delays_s = [0.5, 0.25], [0.0375, 0.08]  # 600 and 1280 samples
     result = engine.run(env, np.zeros((2, 2), np.int32), echo_gain=gains,
                         echo_delay_s=delays_s)
     played = result.asst_audio.reshape(2, -1)
     assert np.abs(played).max() > 0.01
     padded = np.pad(env, ((0, 0), (0, 100)))  # zero-padded to whole blocks
-    for b, (gain, delay) in enumerate(zip(gains, (600, 1600))):
+    for b, (gain, delay) in enumerate(zip(gains, (600, 1280))):
         echo = np.zeros(K * S, np.float32)
         echo[delay:] = np.float32(gain) * played[b, :K * S - delay]
         np.testing.assert_allclose(result.env_audio[b].reshape(-1), padded[b] + echo,
@@ -147,6 +153,8 @@ def test_echo_gain_and_delay_per_stream():
     # Speech made in block 1 is first heard in block 2 plus the delay.
     first = np.flatnonzero(np.abs(result.env_audio[0].reshape(-1) - padded[0]) > 0)[0]
     assert first >= 2 * S + 600
+    with pytest.raises(ValueError, match="echo_delay_s"):
+        engine.run(env, np.zeros((2, 2), np.int32), echo_gain=0.5, echo_delay_s=0.1)
 
 
 # ---- the real model ------------------------------------------------------------------------

@@ -15,7 +15,7 @@ import pytest
 import soundfile as sf
 
 from data_pipelines import tokenizer as tokenizer_lib
-from data_pipelines import world
+from data_pipelines import audio_io, world
 from data_pipelines.audio_io import AudioError, AudioInfo
 from omni_jax.duplex.engine import EngineResult
 from omni_jax.serving import fdb
@@ -238,17 +238,21 @@ def test_ten_minutes_of_silence_is_processed(runner, tmp_path):
 
 def test_speech_and_events_of_a_speaking_model(runner):
     """The random model above never speaks: here a hand-made result speaks in blocks 1-2
-    and from block 4 to the end of a 0.37 s, 48 kHz input (a reply still running)."""
+    and from block 4 to the end of a 0.37 s, 48 kHz input (a reply still running).
+    output.wav is the played speech (its samples resampled), silent where it plays none."""
     speaking_K = np.array([False, True, True, False, True])
     k, f, m, s = speaking_K.size, 8, 80, runner.samples_per_block
     tokens = np.full((1, k, 1), 4, np.int32)  # <think> (an id below the text ids)
     tokens[0, 1, 0] = runner.run.tokenizer.encode("yes")[0]
     tokens[0, 3, 0] = 300  # a text id beyond the tokenizer's pieces: piece None
     zeros = np.zeros((1, k, s), np.float32)
+    tone_T = 0.3 * np.sin(2 * np.pi * 220 * np.arange(k * s) / 16000)
+    played = np.where(speaking_K[None, :, None], tone_T.reshape(1, k, s), 0.0)
     result = EngineResult(
         input_tokens=tokens, tokens=tokens, raw_tokens=tokens, speaking=speaking_K[None],
         speak_prob=np.zeros((1, k), np.float32), mel=np.zeros((1, k, f, m), np.float32),
-        speech=zeros, env_audio=zeros, asst_audio=zeros, logits=None, block_ms=80,
+        speech=played.astype(np.float32), env_audio=zeros, asst_audio=zeros, logits=None,
+        block_ms=80,
         sample_rate=16000, thinking="explicit")
     rate, num_samples = 48000, int(0.37 * 48000)  # the last block is partial
     audio = runner.speech(result, num_samples, rate)
@@ -257,6 +261,9 @@ def test_speech_and_events_of_a_speaking_model(runner):
     for block, speaking in enumerate(speaking_K):
         part = audio[block * per_block:(block + 1) * per_block]
         assert (np.abs(part).max() > 1e-3) == speaking, block
+    played_48k = audio_io.resample(played[0].reshape(-1), 16000, rate)[:num_samples]
+    np.testing.assert_allclose(audio[per_block:3 * per_block],
+                               played_48k[per_block:3 * per_block], atol=0.02)
 
     info = AudioInfo(rate, 1, num_samples)
     record = runner.describe(result, info, "x/input.wav")

@@ -51,6 +51,7 @@ def test_launcher_needs_a_command():
 
 # ---- two processes == one process -----------------------------------------------------------
 
+@pytest.mark.slow  # ~90 s on 2 cores; test_distributed keeps a two-process check in CI
 def test_two_processes_loss_and_grads_match_one(tmp_path):
     two = runner.worker("grads", tmp_path / "two", launch=["--num_processes=2"])
     one = runner.worker("grads", tmp_path / "one")

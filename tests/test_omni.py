@@ -11,11 +11,12 @@ from omni_jax import configuration
 from omni_jax.models.omni import DuplexModel
 
 NUM_BLOCKS = 4
-# Every fusion x encoder-kind pair, and every thinking variant at least once.
+# Every fusion x encoder-kind pair, and every thinking variant at least once; CI runs two
+# (both fusions, both encoder kinds), the other two are `slow` (~45 s each on 2 cores).
 VARIANTS = [
     "interleave,mamba,explicit",
-    "interleave,transformer,negative_ce",
-    "cross_attention,mamba,implicit",
+    pytest.param("interleave,transformer,negative_ce", marks=pytest.mark.slow),
+    pytest.param("cross_attention,mamba,implicit", marks=pytest.mark.slow),
     "cross_attention,transformer,explicit",
 ]
 

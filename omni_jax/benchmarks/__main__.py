@@ -18,11 +18,13 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from omni_jax import configuration
-from omni_jax.benchmarks import common, params, pipeline, step, train, train_forms
+from omni_jax.benchmarks import (common, intelligibility, params, pipeline, step, train,
+                                 train_forms, vocoder)
 from omni_jax.benchmarks import compile as compile_benchmark
 
 FLAGS = flags.FLAGS
-WHAT = ("pipeline", "params", "step", "train_forms", "train", "compile")
+WHAT = ("pipeline", "params", "step", "train_forms", "train", "compile", "vocoder",
+        "intelligibility")
 
 
 def define_flags():
@@ -41,6 +43,7 @@ def define_flags():
     flags.DEFINE_integer("search_repeats", 20, "step: timed calls per batch in the search.")
     flags.DEFINE_integer("peak_matmul_size", 0,
                          "train: side of the peak-measuring matmul (0 = by platform).")
+    flags.DEFINE_integer("sentences", 30, "intelligibility: assistant sentences scored.")
     flags.DEFINE_integer("devices", 0, "compile: fake CPU devices (sets XLA_FLAGS before "
                          "JAX starts); 0 = the devices JAX sees.")
     flags.DEFINE_integer("replicated_threshold", 0, "compile: report replicated parameters "
@@ -65,6 +68,10 @@ def measure(what: str, config, workdir: str) -> dict:
         return train_forms.run(config, FLAGS.batch or 1, steps)
     if what == "train":
         return train.run(config, FLAGS.batch, steps, FLAGS.peak_matmul_size)
+    if what == "vocoder":
+        return vocoder.run(config, FLAGS.batch or 1, FLAGS.repeats)
+    if what == "intelligibility":
+        return intelligibility.run(config, FLAGS.sentences)
     return compile_benchmark.run(config, FLAGS.devices, FLAGS.replicated_threshold,
                                  FLAGS.compare_remat, FLAGS.remat_policies, FLAGS.dtypes)
 

@@ -58,7 +58,9 @@ def synthetic_batch(config, batch: int, seed: int = 0, num_blocks: int | None = 
         return rng.integers(first_text, vocab, out[field].shape).astype(np.int32)
 
     out.update(
-        env_audio=noise().astype(np.float32), asst_audio=noise().astype(np.float32),
+        env_audio=noise().astype(np.float32),
+        echo_gain=np.full(batch, 0.5, np.float32),
+        echo_delay=np.full(batch, 480, np.int32),
         speech_target=np.where(speaking_BxK[..., None], noise(), 0.0).astype(np.float32),
         tokens=text("tokens"), labels=text("labels"),
         label_kind=np.full(out["label_kind"].shape, contract.LabelKind.TEXT, np.int8),

@@ -16,7 +16,9 @@ Analytic count (`train_step_flops`), the model-FLOPs convention of MFU:
     is not model work and is not counted; nor are norms, activations, softmax, RoPE, the
     loss, the optimizer, the embedding lookup, the log-mel frontend's FFT. The frontend's
     mel filterbank (a dot, forward only: env and asst streams in the model, the speech
-    target in the loss) is reported on its own and only enters `hlo_comparable`.
+    target in the loss) is reported on its own and only enters `hlo_comparable`; so does
+    the speech path of the train step (`speech_path_flops`: the reference's log-mel and
+    the vocoder's mel -> magnitude least squares, forward only, no gradient).
 
 HLO count (`hlo_dot_flops`): XLA's `compiled.cost_analysis()['flops']` counts the body of a
 while loop once, so under scanned layers it undercounts by about the layer count. This walks
@@ -191,12 +193,26 @@ def frontend_flops(config, batch: int) -> Flops:
     return Flops(dot=dense(frames, n_fft // 2 + 1, a.n_mels))
 
 
+def speech_path_flops(config, batch: int) -> Flops:
+    """The train step's feedback (omni_jax.audio.feedback) on the reference speech: the
+    speech target's filterbank and the streaming vocoder's non-negative least squares
+    (a spread, then per iteration a fit and an update: three M x X dots per frame); its
+    FFTs are not dots. Scheduled feedback (`train.self_feedback`) runs it twice."""
+    a, k = config.audio, config.data.num_blocks
+    win = a.sample_rate * a.win_ms // 1000
+    bins = (1 << (int(win) - 1).bit_length()) // 2 + 1
+    frames = batch * k * (a.block_ms // a.hop_ms)
+    per_frame = 1 + 1 + 2 * int(config.model.synth.streaming.nnls_iterations)
+    runs = 2 if float(config.train.self_feedback) > 0 else 1
+    return Flops(dot=runs * per_frame * dense(frames, bins, a.n_mels))
+
+
 def train_step_flops(config, batch: int) -> dict[str, float]:
     """Analytic FLOPs of one training step on `batch` sequences (see the module docstring).
 
-    Keys: forward FLOPs per part (encoder, connector, llm, synth, frontend), `forward`
-    (the four model parts), `train_step` = 3 x forward (the MFU numerator) and
-    `hlo_comparable` = 3 x forward dots + frontend dots.
+    Keys: forward FLOPs per part (encoder, connector, llm, synth, frontend, speech_path),
+    `forward` (the four model parts), `train_step` = 3 x forward (the MFU numerator) and
+    `hlo_comparable` = 3 x forward dots + frontend and speech path dots.
     """
     parts = dict(encoder=encoder_forward_flops(config, batch),
                  connector=connector_forward_flops(config, batch),
@@ -204,9 +220,12 @@ def train_step_flops(config, batch: int) -> dict[str, float]:
                  synth=synth_forward_flops(config, batch))
     forward = sum(parts.values(), Flops())
     frontend = frontend_flops(config, batch)
+    speech_path = speech_path_flops(config, batch)
     return dict({name: f.total for name, f in parts.items()}, frontend=frontend.total,
-                forward=forward.total, train_step=TRAIN_MULTIPLIER * forward.total,
-                hlo_comparable=TRAIN_MULTIPLIER * forward.dot + frontend.dot)
+                speech_path=speech_path.total, forward=forward.total,
+                train_step=TRAIN_MULTIPLIER * forward.total,
+                hlo_comparable=TRAIN_MULTIPLIER * forward.dot + frontend.dot
+                + speech_path.dot)
 
 
 # ---- FLOPs from compiled HLO ---------------------------------------------------------------

@@ -10,18 +10,14 @@ Feedback, following the render layout (`data_pipelines.render`, `contract.Timing
              are canonicalised first: a text token stays, a transition token of the variant
              stays where it is a transition, anything else is idle and becomes <think>
              (render's idle slot). The raw sampled ids are kept as well.
-  assistant  asst_audio[k+1] = the speech made in block k (silence while not speaking).
-  echo       env heard in block k = env[k] + gain * asst stream delayed by `echo_delay_s`,
-             i.e. the played speech of block k is heard from block k+1 plus the delay
-             (render's `env[delay:] += gain * played`). No clipping: no peak limiter runs.
-
-Speech inside the loop. The synthesizer emits log-mel; the fed-back stream needs samples,
-and Griffin-Lim (iterative, whole-utterance) cannot run per block inside jit. So the loop
-uses the vocoders' `omni_jax.audio.vocoder.StreamingMelInverse` (random phase, causal
-overlap-add with the frontend's own framing, a fixed 15 ms delay, calibrated so that the
-frontend's log-mel of its output matches the input log-mel: tests/test_vocoder.py).
-`EngineResult.speech_audio(vocoder)` re-synthesises the kept mel offline with a better
-vocoder (Griffin-Lim) for listening and ASR-based metrics.
+  speech     `omni_jax.audio.feedback.Feedback`, the function training applies to the
+             reference speech: the block's kept mel (the synthesizer's while speaking, else
+             the silence log-mel) -> streaming Griffin-Lim -> the speech played in block k
+             (`speech`, 35 ms behind the mel by default), fed back as asst_audio[k+1] and
+             heard in the microphone from block k+1 plus `echo_delay_s` times `echo_gain`.
+             No clipping: no peak limiter runs.
+`EngineResult.speech_audio()` is that played speech; `speech_audio(vocoder)` re-synthesises
+the kept mel offline with another vocoder (e.g. whole-utterance Griffin-Lim).
 
 State machines (per emitted token, in slot order; `speaking[k]` = state after block k):
   explicit     <shift> toggles listen <-> speak.
@@ -49,9 +45,8 @@ import numpy as np
 from data_pipelines import contract
 from data_pipelines.contract import (END_SPEAK_ID, FIRST_TEXT_ID, SHIFT_ID, START_SPEAK_ID,
                                      THINK_ID)
-from omni_jax.audio.frontend import LogMelFrontend
+from omni_jax.audio.feedback import Feedback
 from omni_jax.audio.frontend import SILENCE_LOG_MEL
-from omni_jax.audio.vocoder import StreamingMelInverse
 
 
 def advance_state(thinking: str, raw_BxN: jax.Array, speaking_B: jax.Array,
@@ -88,7 +83,7 @@ class EngineResult:
     speaking: np.ndarray  # BxK bool, state after the block's output
     speak_prob: np.ndarray  # BxK float32, sigmoid(speak_logit) (implicit variant)
     mel: np.ndarray  # BxKxFxM float32, the synthesizer's raw log-mel
-    speech: np.ndarray  # BxKxS float32, streamed speech made in the block (0 if listening)
+    speech: np.ndarray  # BxKxS float32, the speech played in the block (the feedback's)
     env_audio: np.ndarray  # BxKxS float32, the microphone as heard (echo mixed in)
     asst_audio: np.ndarray  # BxKxS float32, the assistant stream fed to the model
     logits: np.ndarray | None  # BxKxNxV float32 when run(keep_logits=True)
@@ -141,7 +136,8 @@ class EngineResult:
 
     def speech_audio(self, vocoder=None) -> np.ndarray:
         """B x T speech in block time (block k's speech at samples [k*S, (k+1)*S)): the
-        streamed audio, or `vocoder` (e.g. GriffinLimVocoder) over the kept mel."""
+        played speech (the feedback's), or `vocoder` (e.g. GriffinLimVocoder) over the
+        kept mel."""
         if vocoder is None:
             return self.speech.reshape(self.num_streams, -1)
         kept_BxKxFxM = np.where(self.speaking[..., None, None], self.mel, SILENCE_LOG_MEL)
@@ -172,13 +168,12 @@ class DuplexEngine:
         if self.thinking not in contract.THINKING_VARIANTS:
             raise ValueError(f"config.model.thinking: {self.thinking!r} is not one of "
                              f"{contract.THINKING_VARIANTS}")
-        self.frontend = LogMelFrontend.from_config(config)
-        self.inverse = StreamingMelInverse(self.frontend)
+        self.feedback = Feedback.from_config(config)
         self.samples_per_block = contract.samples_per_block(config.audio.sample_rate,
                                                             config.audio.block_ms)
         self.tokens_per_block = config.data.tokens_per_block
-        self._init = jax.jit(model.init_state, static_argnums=(2,))
-        self._block = jax.jit(self._block_impl, donate_argnums=(1,))
+        self._init = jax.jit(self.initial_state, static_argnums=(2,))
+        self._block = jax.jit(self.block_step, donate_argnums=(1,))
 
     def _sample(self, logits_BxNxV: jax.Array, key: jax.Array) -> jax.Array:
         if self.vocab_size is not None and self.vocab_size < logits_BxNxV.shape[-1]:
@@ -189,31 +184,39 @@ class DuplexEngine:
         scaled = logits_BxNxV.astype(jnp.float32) / self.temperature
         return jax.random.categorical(key, scaled, axis=-1).astype(jnp.int32)
 
-    def _block_impl(self, params, state, env_BxS, echo, forced_tokens_BxN, forced_asst_BxS):
-        """One block: echo mix, model step, sampling, state machine, speech feedback."""
-        s = self.samples_per_block
+    def initial_state(self, params, prompt_tokens_BxP: jax.Array, num_blocks: int) -> dict:
+        """The loop's state before block 0: the model's prompt-filled carry (sized for
+        `num_blocks`), BOS as the next input, listening, the feedback's silence, the key."""
+        b = prompt_tokens_BxP.shape[0]
+        return dict(model=self.model.init_state(params, prompt_tokens_BxP, num_blocks),
+                    tokens=jnp.full((b, 1), contract.BOS_ID, jnp.int32),
+                    speaking=jnp.zeros((b,), bool), feedback=self.feedback.init_state(b),
+                    key=jax.random.key(self.seed))
+
+    def block_step(self, params, state, env_BxS, echo, forced_tokens_BxN=None,
+                   forced_asst_BxS=None):
+        """One block: echo mix, model step, sampling, state machine, speech feedback ->
+        (state, the block's record). `echo`: {'gain': B float32, 'delay': B int32 samples}.
+        The one function `run` jits and the serving export serializes."""
         tokens_BxN = state["tokens"] if forced_tokens_BxN is None else forced_tokens_BxN
-        asst_BxS = state["asst"] if forced_asst_BxS is None else forced_asst_BxS
-        # History covers assistant-stream samples [k*S - max_delay, (k+1)*S).
-        history_BxT = jnp.concatenate([state["history"][:, s:], asst_BxS], axis=1)
-        max_delay = history_BxT.shape[1] - s
-        index_BxS = (max_delay - echo["delay"])[:, None] + jnp.arange(s)[None]
-        echo_BxS = echo["gain"][:, None] * jnp.take_along_axis(history_BxT, index_BxS, axis=1)
-        heard_BxS = env_BxS + echo_BxS
+        feedback = state["feedback"]
+        if forced_asst_BxS is not None:
+            feedback = dict(feedback, asst=forced_asst_BxS)
+        heard_BxS, asst_BxS = self.feedback.hear(feedback, env_BxS, echo["gain"],
+                                                 echo["delay"])
         carry, out = self.model.step(params, state["model"], dict(
             env_audio=heard_BxS, asst_audio=asst_BxS, tokens=tokens_BxN))
 
-        key, sample_key, phase_key = jax.random.split(state["key"], 3)
+        key, sample_key = jax.random.split(state["key"])
         raw_BxN = self._sample(out["logits"], sample_key)
         emitted_BxN, speaking_B = advance_state(self.thinking, raw_BxN, state["speaking"],
                                                 out["speak_logit"])
         mel_BxFxM = out["mel"].astype(jnp.float32)
         kept_BxFxM = jnp.where(speaking_B[:, None, None], mel_BxFxM, SILENCE_LOG_MEL)
-        speech_BxS, tail = self.inverse.step(kept_BxFxM, state["tail"], phase_key)
-        speech_BxS = jnp.where(speaking_B[:, None], speech_BxS, 0.0)
+        feedback, speech_BxS = self.feedback.speak(feedback, kept_BxFxM)
 
         state = dict(model=carry, tokens=emitted_BxN[:, -1:], speaking=speaking_B,
-                     asst=speech_BxS, tail=tail, history=history_BxT, key=key)
+                     feedback=feedback, key=key)
         record = dict(input_tokens=tokens_BxN, tokens=emitted_BxN, raw_tokens=raw_BxN,
                       speaking=speaking_B, speak_prob=jax.nn.sigmoid(out["speak_logit"]),
                       mel=mel_BxFxM, speech=speech_BxS, env_audio=heard_BxS,
@@ -261,18 +264,13 @@ class DuplexEngine:
         sample_rate = self.config.audio.sample_rate
         delay_B = np.round(np.broadcast_to(np.asarray(echo_delay_s, np.float64), (b,))
                            * sample_rate).astype(np.int32)
-        if delay_B.min() < 0:
-            raise ValueError(f"echo_delay_s must be >= 0, got {echo_delay_s}")
+        if delay_B.min() < 0 or delay_B.max() > s:
+            raise ValueError(f"echo_delay_s must be 0..{self.config.audio.block_ms / 1000} s "
+                             f"(one block), got {echo_delay_s}")
         echo = dict(gain=jnp.broadcast_to(jnp.asarray(echo_gain, jnp.float32), (b,)),
                     delay=jnp.asarray(delay_B))
         prompt_BxP = jnp.asarray(prompt_tokens_BxP, jnp.int32)
-        state = dict(
-            model=self._init(self.params, prompt_BxP, num_blocks),
-            tokens=jnp.full((b, 1), contract.BOS_ID, jnp.int32),
-            speaking=jnp.zeros((b,), bool), asst=jnp.zeros((b, s), jnp.float32),
-            tail=self.inverse.init_state(b),
-            history=jnp.zeros((b, int(delay_B.max()) + s), jnp.float32),
-            key=jax.random.key(self.seed))
+        state = self._init(self.params, prompt_BxP, num_blocks)
         records = []
         for k in range(num_blocks):
             state, record = self._block(

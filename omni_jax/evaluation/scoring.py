@@ -23,7 +23,7 @@ Definitions: every duplex suite reads one outcome per case, `omni_jax.evaluation
   normalised exact match (headline) and word F1; speech-to-speech by the recognizer.
 - Echo: the engine mixes the model's OWN speech into the microphone at the run's gain and
   `eval.echo_delay_s` (never the reference speech).
-- Speech-to-speech QA: the reply's speech (the configured vocoder over the kept log-mel)
+- Speech-to-speech QA: the reply's speech (the played speech of the speech path)
   is transcribed by an independent recognizer (`eval.recognizer`, pocketsphinx offline,
   `omni_jax.evaluation.recognizer`); `s2s_recognizer_reference_accuracy` and
   `recognizer_reference_wer` are the same recognizer on the reference reply speech: the
@@ -257,9 +257,10 @@ def score_third_speaker(runner, suite):
 
 def _through_vocoder(runner, audio_BxT: np.ndarray) -> np.ndarray:
     """Audio as the model's speech path renders it: the frontend's log-mel, then the
-    configured vocoder (what a perfect log-mel would sound like)."""
+    streaming vocoder (what a perfect log-mel would sound like), its delay taken off."""
     mel_BxFxM = np.asarray(runner.frontend(np.asarray(audio_BxT, np.float32)))
-    return np.stack([fit_length(runner.vocoder(m), audio_BxT.shape[1]) for m in mel_BxFxM])
+    return np.stack([fit_length(runner.speech_path.play_utterance(m), audio_BxT.shape[1])
+                     for m in mel_BxFxM])
 
 
 def _enhancement(runner, name: str, source_kinds: tuple[str, ...]):

@@ -55,12 +55,11 @@ import numpy as np
 from data_pipelines import scenarios
 from data_pipelines.serialize import json_default
 from omni_jax.audio.frontend import LogMelFrontend
-from omni_jax.audio.vocoder import make_vocoder
+from omni_jax.audio.feedback import Feedback
 from omni_jax.duplex.engine import DuplexEngine
 from omni_jax.evaluation import baselines, pictures, scoring
 from omni_jax.evaluation.cases import CASE_SETS, Case, make_cases, split_context
 from omni_jax.evaluation.catalog import SUITES, Suite, gain_key, selected_suites
-from omni_jax.evaluation.readings import fit_length
 from omni_jax.evaluation.recognizer import make_recognizer
 
 __all__ = ["SUITES", "SuiteRunner", "engine_for", "run_suites", "selected_suites",
@@ -87,7 +86,8 @@ class SuiteRunner:
         self.block_s = config.audio.block_ms / 1000.0
         self.sample_rate = int(config.audio.sample_rate)
         self.engine = engine
-        self.vocoder = make_vocoder(config)
+        # The speech path (training's, the engine's): what the model says.
+        self.speech_path = Feedback.from_config(config)
         self.frontend = LogMelFrontend.from_config(config)
         self.resamples = 1000  # bootstrap resamples of the intervals
         self._recognizer = None
@@ -126,13 +126,13 @@ class SuiteRunner:
         return self._runs[("inputs", key)]
 
     def vocoded(self, name: str, echo_gain: float) -> np.ndarray:
-        """B x T: each stream's kept log-mel through the configured vocoder."""
+        """B x T: each stream's played speech (the speech path's, what a user hears), in
+        block time: the vocoder's fixed delay taken off."""
         key = (name, float(echo_gain))
         if key not in self._speech:
-            result = self.run(name, echo_gain)
-            length = result.speech.shape[1] * result.speech.shape[2]
-            self._speech[key] = np.stack([
-                fit_length(x, length) for x in result.speech_audio(self.vocoder)])
+            played_BxT = self.run(name, echo_gain).speech_audio()
+            delay = self.speech_path.vocoder.delay_samples
+            self._speech[key] = np.pad(played_BxT[:, delay:], ((0, 0), (0, delay)))
         return self._speech[key]
 
     def recognize(self, audio_BxT: np.ndarray) -> list[str]:

@@ -5,17 +5,20 @@
       [--platforms=cpu,cuda] [--overwrite]
   python EXPORT_DIR/run_exported.py EXPORT_DIR input.wav --out=result.json
 
-The model's streaming functions are serialized with `jax.export` over FLAT lists of arrays
-(the parameter and carry pytrees hold Flax boxes that `jax.export` cannot serialize, and a
-runner without model code could not rebuild them anyway):
+The streaming engine's greedy block (`DuplexEngine.block_step`: the model's step, argmax
+over the tokenizer's ids, the speak/listen state machine, and the speech path of
+`omni_jax.audio.feedback`, i.e. the vocoder, the assistant stream and the echo) is serialized
+with `jax.export` over FLAT lists of arrays (the parameter and state pytrees hold Flax boxes
+that `jax.export` cannot serialize, and a runner without model code could not rebuild them):
 
-  init_state  (*params, prompt_tokens_BxP) -> [*carry]
-  step        (*params, *carry, env_audio_BxS, asst_audio_BxS, tokens_BxN)
-              -> ([*carry], logits_BxNxV, mel_BxFxM, speak_logit_B)
+  init_state  (*params, prompt_tokens_BxP) -> [*state]
+  step        (*params, *state, env_audio_BxS, echo_gain_B, echo_delay_B)
+              -> ([*state], tokens_BxN, raw_tokens_BxN, speaking_B, speak_prob_B,
+                  mel_BxFxM, speech_BxS, heard_BxS, asst_audio_BxS)
 
-i.e. `DuplexModel.init_state(params, prompt, max_blocks)` and `DuplexModel.step` with the
+i.e. `DuplexEngine.initial_state(params, prompt, max_blocks)` and `block_step` with the
 pytrees flattened in `jax.tree.leaves` order; `manifest.json` names every leaf (its key
-path), shape and dtype. The folder's files and the runner's feedback rules are described in
+path), shape and dtype. What the runner does with them is described in
 `omni_jax/serving/export_runner.py`, which is copied in as `run_exported.py`.
 
 Fixed at export time: the batch B (`--batch`), and the carry's capacity, `max_blocks` =
@@ -41,6 +44,8 @@ import numpy as np
 from absl import app, flags
 
 from data_pipelines import contract, corpus, render, world
+from omni_jax.audio.feedback import Feedback
+from omni_jax.duplex.engine import DuplexEngine
 from omni_jax.models.omni import positions_per_block
 from omni_jax.serving import export_runner
 from omni_jax.serving.export_runner import ExportError
@@ -69,29 +74,36 @@ def _storable(array: np.ndarray) -> np.ndarray:
     return array.view(np.dtype(f"uint{8 * array.dtype.itemsize}"))
 
 
-def flat_functions(model, params, batch: int, max_blocks: int):
-    """(init_state, step) over flat leaf lists, and the carry's abstract pytree."""
+def flat_functions(model, params, batch: int, max_blocks: int, vocab_size: int | None = None):
+    """(init_state, step) of the greedy engine over flat leaf lists, and the loop state's
+    abstract pytree (without the sampling key: greedy needs none)."""
+    engine = DuplexEngine(model, params, model.config, temperature=0.0,
+                          vocab_size=vocab_size)
     param_treedef = jax.tree.structure(params)
     prompt_len = int(model.config.data.prompt_len)
     prompt_spec = jax.ShapeDtypeStruct((batch, prompt_len), jnp.int32)
 
+    def initial(params, prompt_tokens_BxP):
+        state = engine.initial_state(params, prompt_tokens_BxP, max_blocks)
+        state.pop("key")
+        return state
+
     def init_state(param_leaves, prompt_tokens_BxP):
-        carry = model.init_state(param_treedef.unflatten(param_leaves), prompt_tokens_BxP,
-                                 max_blocks)
-        return jax.tree.leaves(carry)
+        return jax.tree.leaves(initial(param_treedef.unflatten(param_leaves),
+                                       prompt_tokens_BxP))
 
-    carry_shapes = jax.eval_shape(
-        lambda p, t: model.init_state(p, t, max_blocks), params, prompt_spec)
-    carry_treedef = jax.tree.structure(carry_shapes)
+    state_shapes = jax.eval_shape(initial, params, prompt_spec)
+    state_treedef = jax.tree.structure(state_shapes)
 
-    def step(param_leaves, carry_leaves, env_audio_BxS, asst_audio_BxS, tokens_BxN):
-        carry, out = model.step(param_treedef.unflatten(param_leaves),
-                                carry_treedef.unflatten(carry_leaves),
-                                {"env_audio": env_audio_BxS,
-                                 "asst_audio": asst_audio_BxS, "tokens": tokens_BxN})
-        return jax.tree.leaves(carry), out["logits"], out["mel"], out["speak_logit"]
+    def step(param_leaves, state_leaves, env_audio_BxS, echo_gain_B, echo_delay_B):
+        state = dict(state_treedef.unflatten(state_leaves), key=jax.random.key(0))
+        state, record = engine.block_step(param_treedef.unflatten(param_leaves), state,
+                                          env_audio_BxS,
+                                          dict(gain=echo_gain_B, delay=echo_delay_B))
+        state.pop("key")
+        return (jax.tree.leaves(state), *(record[name] for name in export_runner.OUTPUT_NAMES))
 
-    return init_state, step, carry_shapes
+    return init_state, step, state_shapes
 
 
 def check_out_dir(out_dir: Path, overwrite: bool) -> None:
@@ -119,36 +131,40 @@ def _temporary_dir(out_dir: Path) -> Path:
     return tmp
 
 
-def lower(model, params, batch: int, max_blocks: int, platforms) -> dict:
+def lower(model, params, batch: int, max_blocks: int, platforms,
+          vocab_size: int | None = None) -> dict:
     """The `jax.export.Exported` init_state and step, with the specs the manifest lists."""
-    init_fn, step_fn, carry_shapes = flat_functions(model, params, batch, max_blocks)
+    init_fn, step_fn, state_shapes = flat_functions(model, params, batch, max_blocks,
+                                                    vocab_size)
     config = model.config
     s = int(config.audio.sample_rate) * int(config.audio.block_ms) // 1000
-    n, p = int(config.data.tokens_per_block), int(config.data.prompt_len)
+    p = int(config.data.prompt_len)
     specs = {
         "params": [jax.ShapeDtypeStruct(x.shape, x.dtype) for x in jax.tree.leaves(params)],
-        "carry": jax.tree.leaves(carry_shapes),
+        "carry": jax.tree.leaves(state_shapes),
         "prompt": jax.ShapeDtypeStruct((batch, p), jnp.int32),
         "audio": jax.ShapeDtypeStruct((batch, s), jnp.float32),
-        "tokens": jax.ShapeDtypeStruct((batch, n), jnp.int32),
+        "echo_gain": jax.ShapeDtypeStruct((batch,), jnp.float32),
+        "echo_delay": jax.ShapeDtypeStruct((batch,), jnp.int32),
     }
     init_exported = jax.export.export(jax.jit(init_fn), platforms=tuple(platforms))(
         specs["params"], specs["prompt"])
     step_exported = jax.export.export(jax.jit(step_fn), platforms=tuple(platforms))(
-        specs["params"], specs["carry"], specs["audio"], specs["audio"], specs["tokens"])
-    # The runner feeds step's carry back in: a dtype or shape drift would fail at block 2.
+        specs["params"], specs["carry"], specs["audio"], specs["echo_gain"],
+        specs["echo_delay"])
+    # The runner feeds step's state back in: a dtype or shape drift would fail at block 2.
     carry_out = step_exported.out_avals[:len(specs["carry"])]
     if [(a.shape, a.dtype) for a in carry_out] != [(c.shape, c.dtype) for c in specs["carry"]]:
         raise ExportError("the model's step changes the carry's shapes or dtypes; a fixed "
                           "streaming state is required")
     return {"init_state": init_exported, "step": step_exported,
-            "carry_shapes": carry_shapes, "specs": specs}
+            "carry_shapes": state_shapes, "specs": specs}
 
 
 def _function_specs(lowered: dict) -> dict:
     """The manifest's description of the two functions' arguments and results."""
     specs = lowered["specs"]
-    logits, mel, speak_logit = lowered["step"].out_avals[len(specs["carry"]):]
+    outputs = lowered["step"].out_avals[len(specs["carry"]):]
     params_in = {"name": "params", "leaves": len(specs["params"])}
     carry_io = {"name": "carry", "leaves": len(specs["carry"])}
     return {
@@ -157,10 +173,10 @@ def _function_specs(lowered: dict) -> dict:
                        "outputs": [carry_io]},
         "step": {"file": export_runner.STEP_FILE,
                  "inputs": [params_in, carry_io, _spec("env_audio_BxS", specs["audio"]),
-                            _spec("asst_audio_BxS", specs["audio"]),
-                            _spec("tokens_BxN", specs["tokens"])],
-                 "outputs": [carry_io, _spec("logits_BxNxV", logits), _spec("mel_BxFxM", mel),
-                             _spec("speak_logit_B", speak_logit)]},
+                            _spec("echo_gain_B", specs["echo_gain"]),
+                            _spec("echo_delay_B", specs["echo_delay"])],
+                 "outputs": [carry_io] + [_spec(name, aval) for name, aval in
+                                          zip(export_runner.OUTPUT_NAMES, outputs)]},
     }
 
 
@@ -188,8 +204,11 @@ def export_loaded(run, out_dir: str | os.PathLike, *, batch: int = 1,
         log.warning("max_blocks=%d (%d positions) is beyond the trained length (%d blocks, "
                     "llm.max_len %d): RoPE extrapolates", max_blocks, positions,
                     config.data.num_blocks, config.model.llm.max_len)
-    lowered = lower(run.model, run.params, batch, max_blocks, platforms)
-    mel = lowered["step"].out_avals[len(lowered["specs"]["carry"]) + 1]
+    lowered = lower(run.model, run.params, batch, max_blocks, platforms,
+                    vocab_size=int(run.tokenizer.vocab_size))
+    mel = lowered["step"].out_avals[len(lowered["specs"]["carry"])
+                                    + export_runner.OUTPUT_NAMES.index("mel")]
+    speech_path = Feedback.from_config(config)
     manifest = {
         "format": export_runner.FORMAT, "config_name": run.config_name,
         "workdir": str(run.workdir), "checkpoint_step": run.step,
@@ -209,6 +228,10 @@ def export_loaded(run, out_dir: str | os.PathLike, *, batch: int = 1,
         "token_ids": dict(contract.CONTROL_TOKEN_IDS),
         "state_token_ids": dict(contract.STATE_TOKEN_IDS),
         "first_text_id": contract.FIRST_TEXT_ID,
+        "speech": {"vocoder": f"streaming_{config.model.synth.streaming.kind}",
+                   "delay_ms": speech_path.delay_ms,
+                   "lookahead_ms": getattr(speech_path.vocoder, "lookahead_ms", None),
+                   "max_echo_delay_samples": contract.samples_per_block(sample_rate, block_ms)},
         "functions": _function_specs(lowered),
         "params": _leaf_specs(run.params), "carry": _leaf_specs(lowered["carry_shapes"]),
     }

@@ -1,35 +1,39 @@
 """Standalone runner of an exported duplex model (`python -m omni_jax.serving.export` writes it).
 
   python EXPORT_DIR/run_exported.py EXPORT_DIR input.wav [more.wav ...]
-      [--out=result.json] [--mel_out=mel.npz] [--prompt="answer the user"]
+      [--out=result.json] [--speech_out=speech.wav] [--mel_out=mel.npz]
+      [--prompt="answer the user"] [--echo_gain=0.5 --echo_delay_ms=30]
 
 The exporter copies this file into the export folder as `run_exported.py`. It imports only
 numpy, jax, soundfile and sentencepiece: no omni_jax, no flax, so an export folder runs
 wherever those are installed (tests/test_export.py checks `sys.modules` after a run).
 
-Export folder (format "omni_jax.export/1"):
-  manifest.json      what the model is (rates, block size, ids, shapes; see `Manifest`)
+Export folder (format "omni_jax.export/2"):
+  manifest.json      what the model is (rates, block size, ids, shapes, the speech path)
   init_state.jaxexport  serialized `jax.export`: (*params, prompt_tokens_BxP) -> [*carry]
-  step.jaxexport     serialized `jax.export`: (*params, *carry, env_audio_BxS, asst_audio_BxS,
-                     tokens_BxN) -> ([*carry], logits_BxNxV, mel_BxFxM, speak_logit_B)
+  step.jaxexport     serialized `jax.export`: (*params, *carry, env_audio_BxS, echo_gain_B,
+                     echo_delay_B) -> ([*carry], tokens_BxN, raw_tokens_BxN, speaking_B,
+                     speak_prob_B, mel_BxFxM, speech_BxS, heard_BxS, asst_audio_BxS)
   params.npz         parameter leaves, key "%06d" % i = argument i; dtypes numpy cannot store
                      (bfloat16) are kept as same-width unsigned ints, viewed back on load
   tokenizer.model    the run's sentencepiece model
 
-The carry (the model's streaming state) is a flat list of arrays in the order of
-`manifest["carry"]`; a caller threads it from one call to the next and never needs its
-structure. The batch size B and the carry's capacity (`max_blocks` blocks after the prompt)
-are fixed at export time; a longer input is an error, not a silent overrun of the caches.
+The carry (the streaming engine's whole loop state: the model's caches, the next input
+token, the speak/listen state, the speech path's vocoder and assistant stream) is a flat
+list of arrays in the order of `manifest["carry"]`; a caller threads it from one call to
+the next and never needs its structure. The batch size B and the carry's capacity
+(`max_blocks` blocks after the prompt) are fixed at export time; a longer input is an error,
+not a silent overrun of the caches.
 
 Streaming (`stream`): each file is read (stereo downmixed, resampled to the model's rate by
 band-limited FFT resampling), padded with silence to whole blocks, and fed block by block.
-Tokens are greedy (argmax) and fed back as the engine does (`omni_jax.duplex.engine`): the
-input of block k+1 is the canonical emission of block k, BOS first; emissions are
-canonicalised and the speak/listen state follows the config's thinking variant. The
-assistant stream fed back is SILENCE (zeros): the runner makes no speech, so while the model
-speaks its inputs differ from `DuplexEngine`'s (which feeds back its streaming mel inverse);
-while it listens they are the same. There is no echo. `--mel_out` keeps the raw log-mel of
-every block with the speaking flags, for an offline vocoder.
+Everything else happens inside the exported step, exactly as in `omni_jax.duplex.engine`
+(it is the engine's `block_step`): greedy tokens over the tokenizer's ids fed back BOS
+first, the thinking variant's state machine, and the model's own speech (streaming
+Griffin-Lim of its kept log-mel, `manifest["speech"]`) fed back as its assistant stream and,
+with `--echo_gain`, heard in the microphone `--echo_delay_ms` later (at most one block).
+`--speech_out` writes that played speech; `--mel_out` keeps the raw log-mel of every block
+with the speaking flags, for an offline vocoder.
 """
 
 from __future__ import annotations
@@ -45,7 +49,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-FORMAT = "omni_jax.export/1"
+FORMAT = "omni_jax.export/2"
 MANIFEST = "manifest.json"
 PARAMS_FILE = "params.npz"
 TOKENIZER_FILE = "tokenizer.model"
@@ -54,11 +58,13 @@ STEP_FILE = "step.jaxexport"
 RUNNER_FILE = "run_exported.py"
 # Files whose sha256 the manifest records (params.npz is zip-CRC-checked on read instead).
 HASHED_FILES = (INIT_FILE, STEP_FILE, TOKENIZER_FILE)
-OUTPUT_NAMES = ("logits", "mel", "speak_logit")
+# The step's results after the carry, in order (the engine's record names).
+OUTPUT_NAMES = ("tokens", "raw_tokens", "speaking", "speak_prob", "mel", "speech",
+                "env_audio", "asst_audio")
 MANIFEST_KEYS = ("format", "batch", "max_blocks", "sample_rate", "block_ms",
                  "samples_per_block", "tokens_per_block", "prompt_len", "prompt_tokens",
-                 "thinking", "token_ids", "state_token_ids", "first_text_id", "params",
-                 "carry", "files")
+                 "thinking", "token_ids", "first_text_id", "speech", "params", "carry",
+                 "files")
 
 
 class ExportError(RuntimeError):
@@ -183,54 +189,27 @@ class ExportedModel:
                              f"{(self.batch, self.prompt_len)}")
         return list(self._init_jit(self.params, prompt_BxP))
 
-    def step(self, carry: list, env_audio_BxS, asst_audio_BxS, tokens_BxN):
-        """One block: (new carry, {'logits' BxNxV, 'mel' BxFxM, 'speak_logit' B})."""
+    def step(self, carry: list, env_audio_BxS, echo_gain_B, echo_delay_B):
+        """One block: (new carry, {name: array} of `OUTPUT_NAMES`)."""
         carry, *outputs = self._step_jit(
             self.params, list(carry), jnp.asarray(env_audio_BxS, jnp.float32),
-            jnp.asarray(asst_audio_BxS, jnp.float32), jnp.asarray(tokens_BxN, jnp.int32))
+            jnp.asarray(echo_gain_B, jnp.float32), jnp.asarray(echo_delay_B, jnp.int32))
         return list(carry), dict(zip(OUTPUT_NAMES, outputs))
 
 
-# ---- token feedback (the engine's rules, in numpy) -----------------------------------------
-
-def advance_state(thinking: str, ids: dict, first_text_id: int, raw_BxN: np.ndarray,
-                  speaking_B: np.ndarray, speak_logit_B: np.ndarray):
-    """(canonical emitted tokens BxN, speaking after the block B), as
-    `omni_jax.duplex.engine.advance_state`: text stays, a transition of the variant stays
-    where it is a transition, anything else becomes <think>."""
-    think, shift = ids["<think>"], ids["<shift>"]
-    start, end = ids["<start_speak>"], ids["<end_speak>"]
-    emitted_BxN = np.where(raw_BxN >= first_text_id, raw_BxN, think)
-    speaking_B = speaking_B.copy()
-    for n in range(raw_BxN.shape[1]):  # slots in order: a later slot sees the new state
-        token_B = raw_BxN[:, n]
-        if thinking == "explicit":
-            shift_B = token_B == shift
-            emitted_BxN[shift_B, n] = shift
-            speaking_B ^= shift_B
-        elif thinking == "negative_ce":
-            start_B = (token_B == start) & ~speaking_B
-            end_B = (token_B == end) & speaking_B
-            emitted_BxN[start_B, n] = start
-            emitted_BxN[end_B, n] = end
-            speaking_B = (speaking_B | start_B) & ~end_B
-        elif thinking != "implicit":
-            raise ExportError(f"unknown thinking variant {thinking!r}")
-    if thinking == "implicit":
-        speaking_B = speak_logit_B > 0  # sigmoid(logit) > 0.5
-    return emitted_BxN, speaking_B
-
-
 def stream(model: ExportedModel, env_audio_BxT: np.ndarray,
-           prompt_tokens_BxP: np.ndarray | None = None) -> dict[str, np.ndarray]:
+           prompt_tokens_BxP: np.ndarray | None = None, echo_gain: float = 0.0,
+           echo_delay_ms: float = 0.0) -> dict[str, np.ndarray]:
     """Free-running greedy streaming of B audio streams (B = the export's batch).
 
-    Returns numpy arrays: input_tokens, tokens (canonical), raw_tokens BxKxN, speaking BxK,
-    mel BxKxFxM, speak_logit BxK."""
+    Returns numpy arrays, batch-major (BxK...), named as `OUTPUT_NAMES`: tokens (canonical)
+    and raw_tokens BxKxN, speaking and speak_prob BxK, mel BxKxFxM, speech, env_audio (the
+    microphone as heard, echo included) and asst_audio (the stream fed back) BxKxS."""
     m = model.manifest
-    b, s, n = model.batch, model.samples_per_block, model.tokens_per_block
-    if n != 1:
-        raise ExportError(f"free-running needs tokens_per_block == 1, the export has {n}")
+    b, s = model.batch, model.samples_per_block
+    if model.tokens_per_block != 1:
+        raise ExportError("free-running needs tokens_per_block == 1, the export has "
+                          f"{model.tokens_per_block}")
     env_BxT = np.asarray(env_audio_BxT, np.float32)
     if env_BxT.ndim != 2 or env_BxT.shape[0] != b:
         raise ValueError(f"audio of shape {env_BxT.shape}, expected ({b}, samples)")
@@ -239,29 +218,23 @@ def stream(model: ExportedModel, env_audio_BxT: np.ndarray,
         raise ValueError(f"{num_blocks} blocks ({num_blocks * model.block_ms / 1000:.1f} s) "
                          f"exceed the export's max_blocks={model.max_blocks}; re-export with "
                          "a larger --max_seconds")
+    delay = int(round(echo_delay_ms * model.sample_rate / 1000))
+    if not echo_gain >= 0 or not 0 <= delay <= s:
+        raise ValueError(f"echo: gain {echo_gain} must be >= 0 and delay {echo_delay_ms} ms "
+                         f"within 0..{model.block_ms} ms")
     env_BxKxS = np.pad(env_BxT, ((0, 0), (0, num_blocks * s - env_BxT.shape[1])))
     env_BxKxS = env_BxKxS.reshape(b, num_blocks, s)
     if prompt_tokens_BxP is None:
         prompt_tokens_BxP = np.tile(np.asarray(m["prompt_tokens"], np.int32), (b, 1))
     carry = model.init_state(prompt_tokens_BxP)
-    silence_BxS = np.zeros((b, s), np.float32)
-    tokens_BxN = np.full((b, n), m["token_ids"]["<s>"], np.int32)
-    speaking_B = np.zeros((b,), bool)
+    gain_B, delay_B = np.full(b, echo_gain, np.float32), np.full(b, delay, np.int32)
     records = []
     for k in range(num_blocks):
-        carry, out = model.step(carry, env_BxKxS[:, k], silence_BxS, tokens_BxN)
-        logits_BxNxV, mel_BxFxM, speak_logit_B = jax.device_get(
-            [out["logits"], out["mel"], out["speak_logit"]])
-        raw_BxN = np.argmax(logits_BxNxV, axis=-1).astype(np.int32)
-        emitted_BxN, speaking_B = advance_state(m["thinking"], m["state_token_ids"],
-                                                int(m["first_text_id"]), raw_BxN,
-                                                speaking_B, speak_logit_B)
-        records.append({"input_tokens": tokens_BxN, "tokens": emitted_BxN,
-                        "raw_tokens": raw_BxN, "speaking": speaking_B,
-                        "mel": mel_BxFxM.astype(np.float32),
-                        "speak_logit": speak_logit_B.astype(np.float32)})
-        tokens_BxN = emitted_BxN[:, -1:]
-    return {name: np.stack([r[name] for r in records], axis=1) for name in records[0]}
+        carry, out = model.step(carry, env_BxKxS[:, k], gain_B, delay_B)
+        records.append(out)
+    host = jax.device_get(records)  # one transfer, after the loop
+    return {name: np.stack([np.asarray(r[name]) for r in host], axis=1)
+            for name in OUTPUT_NAMES}
 
 
 # ---- audio and text ------------------------------------------------------------------------
@@ -311,7 +284,8 @@ class TextDecoder:
 
 
 def run_files(export: str | Path | ExportedModel, wav_paths: list,
-              prompt: str | None = None) -> tuple[dict, dict[str, np.ndarray]]:
+              prompt: str | None = None, echo_gain: float = 0.0, echo_delay_ms: float = 0.0
+              ) -> tuple[dict, dict[str, np.ndarray]]:
     """Streams up to `batch` files at once (shorter ones padded with silence, missing
     streams silent) through an export folder (or one already loaded): (a JSON-ready summary
     per file, `stream`'s arrays)."""
@@ -334,7 +308,7 @@ def run_files(export: str | Path | ExportedModel, wav_paths: list,
     env_BxT = np.zeros((model.batch, max(a.shape[0] for a in audio)), np.float32)
     for i, a in enumerate(audio):
         env_BxT[i, :a.shape[0]] = a
-    result = stream(model, env_BxT, prompt_tokens)
+    result = stream(model, env_BxT, prompt_tokens, echo_gain, echo_delay_ms)
     streams = []
     for i, path in enumerate(wav_paths):
         num_blocks = max(1, -(-audio[i].shape[0] // model.samples_per_block))
@@ -346,7 +320,9 @@ def run_files(export: str | Path | ExportedModel, wav_paths: list,
             "text": decoder.decode(tokens_KxN.reshape(-1))})
     summary = {"export_dir": str(model.export_dir), "config_name": m.get("config_name"),
                "checkpoint_step": m.get("checkpoint_step"), "block_ms": model.block_ms,
-               "assistant_feedback": "silence", "streams": streams}
+               "sample_rate": model.sample_rate,
+               "assistant_feedback": m["speech"]["vocoder"], "echo_gain": echo_gain,
+               "echo_delay_ms": echo_delay_ms, "streams": streams}
     return summary, result
 
 
@@ -355,11 +331,18 @@ def main(argv=None) -> int:
     parser.add_argument("export_dir")
     parser.add_argument("wavs", nargs="+", help="audio files (any rate, mono or stereo)")
     parser.add_argument("--out", help="write the result JSON here (default: stdout only)")
+    parser.add_argument("--speech_out", help="write the played speech here (a wav; with "
+                        "several inputs, one per input: NAME_0.wav, NAME_1.wav, ...)")
     parser.add_argument("--mel_out", help="write mel BxKxFxM and speaking BxK (npz) here")
+    parser.add_argument("--echo_gain", type=float, default=0.0,
+                        help="the model hears its own speech at this gain (default 0)")
+    parser.add_argument("--echo_delay_ms", type=float, default=0.0,
+                        help="... this late (0 to one block)")
     parser.add_argument("--prompt", help="text prompt (default: the export's own)")
     args = parser.parse_args(argv)
     try:
-        summary, result = run_files(args.export_dir, args.wavs, args.prompt)
+        summary, result = run_files(args.export_dir, args.wavs, args.prompt, args.echo_gain,
+                                    args.echo_delay_ms)
     except (ExportError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
@@ -369,6 +352,15 @@ def main(argv=None) -> int:
         Path(args.out).write_text(json.dumps(summary, indent=1))
     if args.mel_out:
         np.savez(args.mel_out, mel=result["mel"], speaking=result["speaking"])
+    if args.speech_out:
+        import soundfile as sf
+
+        for i, item in enumerate(summary["streams"]):
+            path = Path(args.speech_out)
+            if len(summary["streams"]) > 1:
+                path = path.with_name(f"{path.stem}_{i}{path.suffix or '.wav'}")
+            speech_T = result["speech"][i, :item["num_blocks"]].reshape(-1)
+            sf.write(str(path), speech_T, summary["sample_rate"], subtype="FLOAT")
     return 0
 
 

@@ -10,9 +10,9 @@ stereo downmixed, resampled to the model's rate) the model listens free-running 
 folder, the runner writes:
 
   output.wav   time-synchronous: EXACTLY as many frames as the input, at the input's rate,
-               mono 16-bit. The model's speech where it speaks (the kept log-mel of each
-               speaking run vocoded with `make_vocoder(config)`, i.e. Griffin-Lim, then
-               resampled), exact zeros wherever it does not speak.
+               mono 16-bit. What the model heard itself say: the played speech of the
+               engine's speech path (`omni_jax.audio.feedback`, streaming Griffin-Lim, 35 ms
+               behind its mel), resampled; exact zeros in every block it plays nothing.
   output.json  {format, input, input_sample_rate, input_channels, input_frames,
                 duration_s, config_name, checkpoint_step, workdir, thinking, fusion,
                 model_sample_rate, block_ms, num_blocks, training_blocks, positions,
@@ -65,9 +65,8 @@ import numpy as np
 from absl import app, flags
 
 from data_pipelines import audio_io, render, world
-from omni_jax.audio.vocoder import make_vocoder
 from omni_jax.duplex.engine import DuplexEngine
-from omni_jax.evaluation.readings import fit_length, speaking_runs
+from omni_jax.evaluation.readings import fit_length
 from omni_jax.models.omni import positions_per_block
 from omni_jax.serving.runs import RunLoadError, load_run
 
@@ -111,7 +110,7 @@ def find_inputs(input_dir: str | os.PathLike) -> list[Path]:
 
 
 class FdbRunner:
-    """One loaded run, its engine and vocoder; `process` answers one input file."""
+    """One loaded run and its engine; `process` answers one input file."""
 
     def __init__(self, run, *, prompt: str | None = None, temperature: float = 0.0,
                  seed: int = 0, max_seconds: float = DEFAULT_MAX_SECONDS,
@@ -131,7 +130,6 @@ class FdbRunner:
         self.max_seconds = float(max_seconds)
         self.engine = DuplexEngine(run.model, run.params, config, temperature=temperature,
                                    seed=seed, vocab_size=run.tokenizer.vocab_size)
-        self.vocoder = make_vocoder(config)
         self.sample_rate = int(config.audio.sample_rate)
         self.block_ms = int(config.audio.block_ms)
         self.samples_per_block = self.engine.samples_per_block
@@ -165,21 +163,17 @@ class FdbRunner:
         return _cut_blocks(result, num_blocks)
 
     def speech(self, result, num_samples: int, rate: int) -> np.ndarray:
-        """The model's speech at `rate`, exactly `num_samples` long, zero where silent."""
-        s, speaking_K = self.samples_per_block, result.speaking[0]
-        if not speaking_K.any():
+        """The model's played speech at `rate`, exactly `num_samples` long, zero in every
+        block where it plays nothing."""
+        played_T = result.speech_audio()[0]
+        s = self.samples_per_block
+        audible_K = np.abs(played_T.reshape(-1, s)).max(axis=1) > 0
+        if not audible_K.any():
             return np.zeros(num_samples, np.float32)
-        model_T = np.zeros(speaking_K.size * s, np.float32)
-        mel_KxFxM = result.mel[0]
-        # Only speaking runs are vocoded: exact silence elsewhere, and a ten-minute file
-        # the model barely answers costs little Griffin-Lim.
-        for k0, k1 in speaking_runs(speaking_K):
-            frames = mel_KxFxM[k0:k1].reshape(-1, mel_KxFxM.shape[-1])
-            model_T[k0 * s:k1 * s] = fit_length(self.vocoder(frames), (k1 - k0) * s)
-        audio_T = fit_length(audio_io.resample(model_T, self.sample_rate, rate), num_samples)
+        audio_T = fit_length(audio_io.resample(played_T, self.sample_rate, rate), num_samples)
         # Resampling rings a few samples into the silent blocks: mask them at `rate`.
         block_of_sample = (np.arange(num_samples) * 1000 // (rate * self.block_ms))
-        mask = speaking_K[np.minimum(block_of_sample, speaking_K.size - 1)]
+        mask = audible_K[np.minimum(block_of_sample, audible_K.size - 1)]
         return np.clip(np.where(mask, audio_T, 0.0), -1.0, 1.0).astype(np.float32)
 
     def describe(self, result, info: audio_io.AudioInfo, rel: str) -> dict[str, Any]:

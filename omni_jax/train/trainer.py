@@ -27,6 +27,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from data_pipelines import contract
+from omni_jax.audio.feedback import Feedback
+from omni_jax.audio.frontend import SILENCE_LOG_MEL
 from omni_jax.models import pretrained
 from omni_jax.models.omni import DuplexModel
 from omni_jax.train import checkpoint, losses, optim, sharding, writers
@@ -67,6 +69,7 @@ class Trainer:
         self.config = config
         self.workdir = Path(workdir)
         self.model = DuplexModel.from_config(config)
+        self.feedback = Feedback.from_config(config)
         self.mesh = sharding.make_mesh(config, devices)
         self.rules = sharding.logical_rules(config)
         self.batch_sharding = sharding.batch_sharding(self.mesh)
@@ -109,14 +112,35 @@ class Trainer:
 
     # ---- jitted steps ---------------------------------------------------------------------
 
-    def _loss_fn(self, params, batch):
-        outputs = self.model.parallel_forward(params, batch)
+    def model_inputs(self, params, batch: dict, step: jax.Array | None = None) -> dict:
+        """The batch as the model hears it: the microphone with its own echo and the
+        assistant stream, made by `Feedback` from the reference speech; with
+        `train.self_feedback` > 0 (and a `step`), that share of the rows is fed the model's
+        own mel instead (scheduled feedback: a first, gradient-free forward pass)."""
+        inputs = self.feedback.model_inputs(batch)
+        share = float(self.config.train.self_feedback)
+        if share <= 0 or step is None:
+            return inputs
+        own_BxKxFxM = self.model.parallel_forward(jax.lax.stop_gradient(params),
+                                                  inputs)["mel"].astype(jnp.float32)
+        reference_BxKxFxM = self.feedback.reference_mel(batch["speech_target"],
+                                                        batch["speech_mask"])
+        key = jax.random.fold_in(jax.random.key(self.config.seed), step)
+        own_B = jax.random.uniform(key, own_BxKxFxM.shape[:1]) < share
+        kept_BxKxFxM = jnp.where(
+            own_B[:, None, None, None] & batch["speech_mask"][..., None, None],
+            own_BxKxFxM, jnp.where(own_B[:, None, None, None], SILENCE_LOG_MEL,
+                                   reference_BxKxFxM))
+        return self.feedback.model_inputs(batch, kept_BxKxFxM)
+
+    def _loss_fn(self, params, batch, step=None):
+        outputs = self.model.parallel_forward(params, self.model_inputs(params, batch, step))
         return losses.compute_losses(outputs, batch, self.config)
 
     def _step(self, state: TrainState, batch: dict, param_shardings
               ) -> tuple[TrainState, dict]:
         (loss, parts), grads = jax.value_and_grad(self._loss_fn, has_aux=True)(
-            state.params, batch)
+            state.params, batch, state.step)
         # Gradients laid out like the parameters: left to XLA, those of frozen parameters
         # (no optimizer state to pin them) came out replicated, ~38 GB per device at 8B.
         grads = jax.lax.with_sharding_constraint(grads, param_shardings)

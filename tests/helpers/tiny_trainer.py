@@ -73,7 +73,8 @@ def synthetic_batch(config, seed: int, rows: slice | None = None) -> dict[str, n
         audio = lambda mask: np.where(  # noqa: E731
             mask[:, None], 0.1 * rng.standard_normal((k, dims.samples_per_block)), 0.0)
         batch["env_audio"][i] = audio(real)
-        batch["asst_audio"][i] = audio(real)
+        batch["echo_gain"][i] = rng.uniform(0.0, 1.0)
+        batch["echo_delay"][i] = rng.integers(0, dims.samples_per_block + 1)
         batch["speech_target"][i] = audio(speaking)
         batch["tokens"][i] = rng.integers(first_text, vocab, (k, n))
         batch["labels"][i] = labels
