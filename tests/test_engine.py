@@ -1,6 +1,6 @@
 """The streaming engine: teacher-forced runs equal `scan_forward`, free runs replay exactly
-through it, the state machines and event times of every thinking variant, echo mixing
-(the level of the in-loop mel inverse: tests/test_vocoder.py)."""
+through it, the state machines and event times of every thinking variant, the played speech
+and echo mixing (the speech path itself: tests/test_feedback.py, tests/test_vocoder.py)."""
 
 import dataclasses
 

@@ -70,3 +70,22 @@ def test_bad_clips_folders_are_named(tmp_path):
     (tmp_path / "manifest.jsonl").write_text('{"path": "gone.wav"}\n')
     with pytest.raises(audio_io.AudioError, match="gone.wav"):
         fdb_real.build(tmp_path, tmp_path / "out")
+
+
+def test_blind_answers_to_score_beside_the_model(clips_dir, tmp_path):
+    out = tmp_path / "fdb"
+    fdb_real.build(clips_dir, out)
+    assert fdb_real.write_baseline("silent", out, tmp_path / "silent") == 12
+    assert fdb_real.write_baseline("clock", out, tmp_path / "clock") == 12
+    for wav in out.rglob("input.wav"):
+        rel = wav.parent.relative_to(out)
+        silent_T, rate = sf.read(tmp_path / "silent" / rel / "output.wav")
+        clock_T, _ = sf.read(tmp_path / "clock" / rel / "output.wav")
+        assert silent_T.shape == clock_T.shape == sf.read(wav)[0].shape
+        assert not silent_T.any()
+        start, end = (int(t * rate) for t in (fdb_real.CLOCK_START_S,
+                                               fdb_real.CLOCK_START_S + fdb_real.CLOCK_SPEAK_S))
+        assert not clock_T[:start].any() and not clock_T[end + 1:].any()
+        assert np.abs(clock_T[start:end]).max() > 0.05
+    with pytest.raises(fdb_real.FdbRealError, match="baseline"):
+        fdb_real.write_baseline("loud", out, tmp_path / "x")

@@ -81,11 +81,12 @@ def test_every_suite_has_a_scorer_and_a_case_set():
 
 class ReplayModel:
     """Stands in for DuplexModel: stream b emits script_BxK[b, k] in block k, and a flat
-    log-mel (audible speech) whenever it speaks."""
+    log-mel (audible speech) whenever it speaks, or `mel_BxKxFxM[b, k]` when given."""
 
-    def __init__(self, script_BxK, vocab_size: int):
+    def __init__(self, script_BxK, vocab_size: int, mel_BxKxFxM=None):
         self.script = jnp.asarray(script_BxK, jnp.int32)
         self.vocab_size = vocab_size
+        self.mel = None if mel_BxKxFxM is None else jnp.asarray(mel_BxKxFxM, jnp.float32)
 
     def init_state(self, params, prompt_tokens_BxP, num_blocks):
         return {"k": jnp.zeros((), jnp.int32)}
@@ -97,7 +98,8 @@ class ReplayModel:
         script_BxK = jnp.where((jnp.arange(b) < self.script.shape[0])[:, None],
                                self.script[rows], self.script[0])
         logits_BxNxV = 10.0 * jax.nn.one_hot(script_BxK[:, k], self.vocab_size)[:, None]
-        mel_BxFxM = jnp.full((b, 8, 80), -2.0, jnp.float32)
+        mel_BxFxM = jnp.full((b, 8, 80), -2.0, jnp.float32) if self.mel is None \
+            else self.mel[:, k]
         return {"k": k + 1}, dict(logits=logits_BxNxV, mel=mel_BxFxM,
                                   speak_logit=jnp.zeros((b,), jnp.float32))
 
@@ -113,8 +115,8 @@ def setup(tmp_path_factory):
 
 def _runner(setup, case_set: str, behaviour: str):
     """A SuiteRunner over `case_set` whose model replays, per case, the reference labels
-    ('oracle'), nothing ('silent'), or the reference cut two blocks after it starts
-    ('quitter')."""
+    ('oracle', with a flat log-mel; 'speaker': and the reference speech's log-mel),
+    nothing ('silent'), or the reference cut two blocks after it starts ('quitter')."""
     config, tokenizer, ctx = setup
     runner = suites.SuiteRunner(None, config, tokenizer, scenario_ctx=ctx)
     cases = runner.cases(case_set)
@@ -127,8 +129,13 @@ def _runner(setup, case_set: str, behaviour: str):
             start = int(np.flatnonzero(row == shift)[0])
             row[start + 1:] = np.where(row[start + 1:] == shift, think, row[start + 1:])
             row[start + 2] = shift
-    runner.engine = DuplexEngine(ReplayModel(labels_BxK, tokenizer.vocab_size), None, config,
-                                 vocab_size=tokenizer.vocab_size)
+    mel = None
+    if behaviour == "speaker":
+        mel = runner.speech_path.reference_mel(
+            jnp.asarray(np.stack([c.record["speech_target"] for c in cases])),
+            jnp.asarray(np.stack([c.record["speech_mask"] for c in cases])))
+    runner.engine = DuplexEngine(ReplayModel(labels_BxK, tokenizer.vocab_size, mel), None,
+                                 config, vocab_size=tokenizer.vocab_size)
     return runner, cases
 
 
@@ -279,6 +286,19 @@ def test_pause_handling_oracle_and_energy_detector(setup):
     assert energy["pause_takeover_rate"] == 1.0 and energy["success_rate"] == 0.0
 
 
+def test_tts_intelligibility_by_the_independent_recognizer(setup):
+    """A model that says the reference log-mel is heard (through the speech path) about as
+    well as the reference speech itself; a flat log-mel is not heard at all."""
+    speaker, cases = _runner(setup, "tts", "speaker")
+    heard, rows = speaker.score(suites.SUITES["tts"])
+    flat, _ = _runner(setup, "tts", "oracle")[0].score(suites.SUITES["tts"])
+    assert len(rows) == len(cases) and all("transcript" in r for r in rows)
+    assert heard["recognizer_reference_wer"] < 0.3
+    assert heard["wer"] <= heard["recognizer_reference_wer"] + 0.15
+    assert heard["wer_ci95"][0] <= heard["wer"] <= heard["wer_ci95"][1]
+    assert flat["wer"] > 0.9 and heard["mel_distance"] < flat["mel_distance"]
+
+
 def test_enhancement_is_scored_over_the_vocoded_mixture_with_a_perfect_mel_ceiling(setup):
     runner, cases = _runner(setup, "enhancement", "oracle")
     scores, rows = runner.score(suites.SUITES["enhancement"])
@@ -289,3 +309,5 @@ def test_enhancement_is_scored_over_the_vocoded_mixture_with_a_perfect_mel_ceili
     # The stand-in says a flat log-mel: far from what a perfect log-mel would give.
     assert scores["lsd_improvement_perfect_mel_db"] > scores["lsd_improvement_db"]
     assert scores["lsd_perfect_mel_db"] < scores["lsd_db"]
+    low, high = scores["lsd_improvement_db_ci95"]
+    assert low <= scores["lsd_improvement_db"] <= high

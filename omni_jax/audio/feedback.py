@@ -12,7 +12,7 @@ Per block k (S samples; the contract's timing, `data_pipelines.contract.TimingRu
           (`vocoder.delay_ms` behind the mel: the window overlap and the look-ahead).
   stream  asst_audio[k + 1] = played_k; asst_audio[0] = zeros.
   echo    env heard in block k = env[k] + gain * (assistant stream delayed by `delay`
-          samples), delay <= S (`MAX_ECHO_DELAY_BLOCKS` block). No clipping: no limiter runs.
+          samples), delay <= S (a history of one block). No clipping: no limiter runs.
 
 State (fixed size, a block loop's carry): the vocoder's, the assistant stream of the
 current block and the previous one (the echo's history).
@@ -29,9 +29,6 @@ import numpy as np
 from data_pipelines import contract
 from omni_jax.audio.frontend import SILENCE_LOG_MEL, LogMelFrontend
 from omni_jax.audio.vocoder import StreamingVocoder, make_streaming_vocoder, play_utterance
-
-MAX_ECHO_DELAY_BLOCKS = 1  # the echo's history: one block of the assistant stream
-
 
 @dataclasses.dataclass(frozen=True)
 class Feedback:

@@ -90,7 +90,23 @@ def score_asr(runner, suite):
     hyps = result.text(runner.tokenizer)
     rows = [runner.case_row(c, result, b, reference=r, wer=metrics.wer([r], [h]))
             for b, (c, r, h) in enumerate(zip(cases, refs, hyps))]
-    return dict(wer=metrics.wer(refs, hyps)), rows
+    return dict(wer=metrics.wer(refs, hyps), wer_ci95=_corpus_wer_interval(runner, refs, hyps)
+                ), rows
+
+
+def _corpus_wer_interval(runner, refs, hyps) -> list[float]:
+    """Bootstrap 95% interval of the corpus WER over the cases."""
+    return list(metrics.bootstrap_interval(
+        lambda idx: metrics.wer([refs[i] for i in idx], [hyps[i] for i in idx]), len(refs),
+        resamples=runner.resamples, seed=int(runner.eval.seed)))
+
+
+def _mean_interval(runner, values) -> list[float]:
+    """Bootstrap 95% interval of a mean over the cases."""
+    values = np.asarray(values, np.float64)
+    return list(metrics.bootstrap_interval(lambda idx: float(np.mean(values[idx])),
+                                           len(values), resamples=runner.resamples,
+                                           seed=int(runner.eval.seed)))
 
 
 def score_qa(runner, suite):
@@ -303,7 +319,11 @@ def _enhancement(runner, name: str, source_kinds: tuple[str, ...]):
             sums[k].append(v)
         rows.append(runner.case_row(case, result, b, **row))
     mean = {k: float(np.mean(v)) for k, v in sums.items()}
+    lsd_gain = np.asarray(sums["lsd_mixture_db"]) - np.asarray(sums["lsd_db"])
+    sdr_gain = np.asarray(sums["si_sdr_db"]) - np.asarray(sums["si_sdr_mixture_db"])
     return dict(lsd_improvement_db=mean["lsd_mixture_db"] - mean["lsd_db"],
+                lsd_improvement_db_ci95=_mean_interval(runner, lsd_gain),
+                si_sdr_improvement_db_ci95=_mean_interval(runner, sdr_gain),
                 si_sdr_improvement_db=mean["si_sdr_db"] - mean["si_sdr_mixture_db"],
                 lsd_improvement_perfect_mel_db=mean["lsd_mixture_db"] - mean["lsd_perfect_mel_db"],
                 si_sdr_improvement_perfect_mel_db=(mean["si_sdr_perfect_mel_db"]
@@ -347,7 +367,18 @@ def score_tts(runner, suite):
         distances.append(-value)
         rows.append(runner.case_row(case, result, b, mel_distance=-value,
                                     lag_ms=lag * hop * 1000 / rate))
-    return dict(mel_distance=float(np.mean(distances))), rows
+    # Intelligibility: the independent recognizer on the played speech, its WER on the
+    # reference speech (the same text in the assistant's voice) as the ceiling.
+    texts = [case.first_speak_turn().text for case in cases]
+    heard = runner.recognize(runner.vocoded("tts", 0.0))
+    heard_reference = runner.recognize(references)
+    for row, hypothesis in zip(rows, heard):
+        row["transcript"] = hypothesis
+    return dict(mel_distance=float(np.mean(distances)),
+                mel_distance_ci95=_mean_interval(runner, distances),
+                wer=metrics.wer(texts, heard),
+                wer_ci95=_corpus_wer_interval(runner, texts, heard),
+                recognizer_reference_wer=metrics.wer(texts, heard_reference)), rows
 
 
 LISTENING_PROBES = 8  # streams of silence and of noise each

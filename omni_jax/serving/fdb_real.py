@@ -6,6 +6,15 @@ speech with a `manifest.jsonl` (`path` per line, e.g. ../shared/data/real/speech
   python -m omni_jax.serving.fdb --workdir=RUN FDB_DIR ANSWERS_DIR
   python -m omni_jax.serving.fdb_score --task=auto FDB_DIR ANSWERS_DIR --out=metrics.json
 
+and blind answers to score beside the model's (`--baseline` writes ANSWERS_DIR for FDB_DIR):
+
+  python -m omni_jax.serving.fdb_real --baseline=silent|clock --inputs=FDB_DIR --out=ANSWERS_DIR
+
+  silent  never speaks (output.wav all zeros).
+  clock   ignores the input: speaks from `CLOCK_START_S` for `CLOCK_SPEAK_S` in every file
+          (a harmonic tone at speech level); 3.5 s is the median turn end of the
+          turn-taking samples built from ../shared/data/real/speech_clips.
+
 Per clip (16 kHz mono, the clip's speech span found by energy, clips over `MAX_CLIP_S`
 left out), one sample of each task, with our `fdb_meta.json` as its annotation:
   turn_taking   0.5 s silence, the clip, 4 s silence; the user's turn ends at the clip's
@@ -36,6 +45,8 @@ PAUSE_S = 1.0
 LEAD_S, TAIL_S, REPLY_GAP_S, MONOLOGUE_GAP_S = 0.5, 4.0, 3.0, 0.3
 _FRAME = 160  # 10 ms
 _SPEECH_DB = -35.0  # frame level (dB below the clip's peak frame) that counts as speech
+CLOCK_START_S, CLOCK_SPEAK_S = 3.5, 2.0
+BASELINES = ("silent", "clock")
 
 
 class FdbRealError(ValueError):
@@ -137,17 +148,56 @@ def build(clips_dir: str | Path, out_dir: str | Path, seed: int = 0) -> dict[str
     return counts
 
 
+def write_baseline(policy: str, inputs_dir: str | Path, out_dir: str | Path) -> int:
+    """A blind policy's answers (output.wav, output.json) to every input.wav under
+    `inputs_dir`, at the same relative folders; returns how many."""
+    if policy not in BASELINES:
+        raise FdbRealError(f"--baseline={policy}: expected one of {BASELINES}")
+    inputs_dir, out_dir = Path(inputs_dir), Path(out_dir)
+    count = 0
+    for wav in sorted(inputs_dir.rglob("input.wav")):
+        info = audio_io.audio_info(wav)
+        rate, num = info.sample_rate, info.num_samples
+        out_T = np.zeros(num, np.float32)
+        intervals = []
+        if policy == "clock":
+            t_S = np.arange(num) / rate
+            speaking_S = (t_S >= CLOCK_START_S) & (t_S < CLOCK_START_S + CLOCK_SPEAK_S)
+            tone_S = sum(np.sin(2 * np.pi * 150 * h * t_S) / h for h in range(1, 8))
+            out_T = np.where(speaking_S, 0.1 * tone_S, 0.0).astype(np.float32)
+            end_s = min(CLOCK_START_S + CLOCK_SPEAK_S, num / rate)
+            if CLOCK_START_S < end_s:
+                intervals.append([CLOCK_START_S, end_s])
+        folder = out_dir / wav.parent.relative_to(inputs_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        audio_io.write_wav(folder / "output.wav", out_T, rate)
+        (folder / "output.json").write_text(json.dumps(dict(
+            policy=policy, speaking_intervals=intervals, events=[], text="")))
+        count += 1
+    return count
+
+
 def define_flags():
-    flags.DEFINE_string("clips", None, "A folder of read speech with a manifest.jsonl.",
-                        required=True)
-    flags.DEFINE_string("out", None, "The FDB-layout folder to write.", required=True)
+    flags.DEFINE_string("clips", None, "A folder of read speech with a manifest.jsonl.")
+    flags.DEFINE_string("out", None, "The folder to write.", required=True)
     flags.DEFINE_integer("seed", 0, "Which clips are combined.")
+    flags.DEFINE_enum("baseline", None, list(BASELINES),
+                      "Write a blind policy's answers to --inputs instead.")
+    flags.DEFINE_string("inputs", None, "--baseline: the FDB-layout folder to answer.")
 
 
 def main(argv) -> None:
     del argv
     f = flags.FLAGS
     try:
+        if f.baseline:
+            if not f.inputs:
+                raise FdbRealError("--baseline needs --inputs=FDB_DIR")
+            print(json.dumps(dict(out=f.out, baseline=f.baseline,
+                                  answered=write_baseline(f.baseline, f.inputs, f.out))))
+            return
+        if not f.clips:
+            raise FdbRealError("--clips=CLIPS_DIR is required (or --baseline with --inputs)")
         counts = build(f.clips, f.out, f.seed)
     except (FdbRealError, audio_io.AudioError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -28,7 +28,6 @@ import numpy as np
 
 from data_pipelines import contract
 from omni_jax.audio.feedback import Feedback
-from omni_jax.audio.frontend import SILENCE_LOG_MEL
 from omni_jax.models import pretrained
 from omni_jax.models.omni import DuplexModel
 from omni_jax.train import checkpoint, losses, optim, sharding, writers
@@ -127,10 +126,9 @@ class Trainer:
                                                         batch["speech_mask"])
         key = jax.random.fold_in(jax.random.key(self.config.seed), step)
         own_B = jax.random.uniform(key, own_BxKxFxM.shape[:1]) < share
-        kept_BxKxFxM = jnp.where(
-            own_B[:, None, None, None] & batch["speech_mask"][..., None, None],
-            own_BxKxFxM, jnp.where(own_B[:, None, None, None], SILENCE_LOG_MEL,
-                                   reference_BxKxFxM))
+        # Kept where the reference speaks (the reference is the silence log-mel elsewhere).
+        own_BxK = own_B[:, None] & batch["speech_mask"]
+        kept_BxKxFxM = jnp.where(own_BxK[..., None, None], own_BxKxFxM, reference_BxKxFxM)
         return self.feedback.model_inputs(batch, kept_BxKxFxM)
 
     def _loss_fn(self, params, batch, step=None):
