@@ -220,6 +220,11 @@ def test_oracle_qa_text_is_correct(setup):
     assert all(metrics.exact_match(a, t) for a, t in zip(answers, result.text(runner.tokenizer)))
     scores, rows = runner.score(suites.SUITES["qa"])
     assert scores["s2t_accuracy"] == 1.0 and scores["s2t_word_f1"] == 1.0
+    normalized = [metrics.normalize(a) for a in answers]
+    commonest = max(normalized, key=normalized.count)
+    assert scores["constant_answer_accuracy"] == pytest.approx(
+        np.mean([metrics.exact_match(a, commonest) for a in answers]))
+    assert scores["constant_answer_accuracy"] < 1.0
     silent, _ = _runner(setup, "qa", "silent")
     assert silent.score(suites.SUITES["qa"])[0]["s2t_accuracy"] == 0.0
 
@@ -270,6 +275,10 @@ def test_listening_checks_catch_a_model_that_replays_a_script(setup):
     assert scores["changed_by_trigger"] == 0.0
     energy, _ = scoring.score_listening(baselines.PolicyRunner(oracle, baselines.energy), suite)
     assert energy["replies_to_silence"] == 0.0 and energy["changed_by_trigger"] == 1.0
+    # Talking from block 0 has no reply onset at all (not one at each question's start).
+    talker, _ = scoring.score_listening(baselines.PolicyRunner(oracle, baselines.never_stop),
+                                        suite)
+    assert talker["onset_cases"] == 0 and talker["replies_to_silence"] == 1.0
 
 
 def test_pause_handling_oracle_and_energy_detector(setup):
