@@ -105,6 +105,7 @@ def test_devices_flag_takes_effect_after_every_benchmark_module_is_imported():
     assert done.stdout.split() == ["3"]
 
 
+@pytest.mark.slow  # ~25 s; tests/test_sharding.py compiles the sharded step in CI
 def test_compile_check_on_8_fake_devices_reports_memory_and_replicated_params():
     result = _run_benchmark(["--what=compile", "--devices=8", *_ONE_LAYER], devices=8)
     assert result["device_count"] == result["devices"] == 8

@@ -135,9 +135,9 @@ class EngineResult:
                 if e["kind"] == kind and e["time_s"] >= after_s - 1e-9]
 
     def speech_audio(self, vocoder=None) -> np.ndarray:
-        """B x T speech in block time (block k's speech at samples [k*S, (k+1)*S)): the
-        played speech (the feedback's), or `vocoder` (e.g. GriffinLimVocoder) over the
-        kept mel."""
+        """B x T speech: the played speech (the feedback's; block k's at samples
+        [k*S, (k+1)*S), the vocoder's delay behind the mel), or `vocoder` (e.g.
+        GriffinLimVocoder) over the kept mel, in block time."""
         if vocoder is None:
             return self.speech.reshape(self.num_streams, -1)
         kept_BxKxFxM = np.where(self.speaking[..., None, None], self.mel, SILENCE_LOG_MEL)

@@ -29,9 +29,10 @@ Streaming (`stream`): each file is read (stereo downmixed, resampled to the mode
 band-limited FFT resampling), padded with silence to whole blocks, and fed block by block.
 Everything else happens inside the exported step, exactly as in `omni_jax.duplex.engine`
 (it is the engine's `block_step`): greedy tokens over the tokenizer's ids fed back BOS
-first, the thinking variant's state machine, and the model's own speech (streaming
-Griffin-Lim of its kept log-mel, `manifest["speech"]`) fed back as its assistant stream and,
-with `--echo_gain`, heard in the microphone `--echo_delay_ms` later (at most one block).
+first, the thinking variant's state machine, and the model's own speech (its kept log-mel
+through the speech path's streaming vocoder, `manifest["speech"]`) fed back as its
+assistant stream and, with `--echo_gain`, heard in the microphone `--echo_delay_ms` later
+(at most one block).
 `--speech_out` writes that played speech; `--mel_out` keeps the raw log-mel of every block
 with the speaking flags, for an offline vocoder.
 """

@@ -22,6 +22,8 @@ def get_config(arg=None):
     c.model.llm.width, c.model.llm.mlp_dim = 64, 128
     c.model.synth.width, c.model.synth.mlp_dim = 32, 64
     c.data.num_blocks = 32
+    # The same speech path, fewer phase iterations: tests check the path, not its fidelity.
+    c.model.synth.streaming.iterations = 4
     for name in c.data.scenarios:
         c.data.scenarios[name] = 1.0 if name in ("asr", "tts") else 0.0
     c.data.train_dialogues = 8
