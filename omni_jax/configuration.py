@@ -13,6 +13,7 @@ from __future__ import annotations
 from data_pipelines import contract
 from data_pipelines.config_checks import (ConfigError, check, choice, get, positive,
                                           validate_data)
+from omni_jax.audio import vocoder
 from omni_jax.evaluation import catalog, recognizer
 from omni_jax.models import encoder, layers, llm, mamba, omni, pretrained
 from omni_jax.train import losses, sharding
@@ -91,6 +92,7 @@ def validate(config, num_devices: int | None = None):
     check(-m.llm.num_layers <= layer < m.llm.num_layers, "model.synth.llm_layer",
           f"{layer} is past the LLM depth {m.llm.num_layers}")
     positive(config, "model.llm.lora_rank", allow_zero=True)
+    choice(config, "model.synth.streaming.kind", vocoder.registered_streaming_vocoders())
     positive(config, "model.synth.streaming.iterations")
     positive(config, "model.synth.streaming.lookahead_frames",
              "model.synth.streaming.nnls_iterations", allow_zero=True)

@@ -65,6 +65,16 @@ def _broken(mutate):
     (lambda c: c.data.scenarios.__setitem__("karaoke", 1.0), "data.scenarios"),
     (lambda c: setattr(c.data.scenarios, "qa", -1.0), "data.scenarios.qa"),
     (lambda c: setattr(c.data.tokenizer, "vocab_size", 20), "data.tokenizer.vocab_size"),
+    (lambda c: setattr(c.model.synth.streaming, "kind", "wavenet"),
+     "model.synth.streaming.kind"),
+    (lambda c: setattr(c.model.synth.streaming, "iterations", 0),
+     "model.synth.streaming.iterations"),
+    (lambda c: setattr(c.model.synth.streaming, "momentum", 1.0),
+     "model.synth.streaming.momentum"),
+    (lambda c: setattr(c.train, "self_feedback", 1.5), "train.self_feedback"),
+    (lambda c: setattr(c.eval, "echo_delay_s", 0.1), "eval.echo_delay_s"),
+    (lambda c: setattr(c.data.augment, "echo_delay_ms", (10.0, 90.0)),
+     "data.augment.echo_delay_ms"),
 ])
 def test_impossible_settings_name_the_field(mutate, field):
     with pytest.raises(ConfigError, match=f"config.{field}"):
