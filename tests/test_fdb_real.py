@@ -67,6 +67,10 @@ def test_bad_clips_folders_are_named(tmp_path):
     (tmp_path / "manifest.jsonl").write_text('{"no_path": 1}\n')
     with pytest.raises(fdb_real.FdbRealError, match="manifest.jsonl:1"):
         fdb_real.build(tmp_path, tmp_path / "out")
+    audio_io.write_wav(tmp_path / "silent.wav", np.zeros(1600, np.float32), 16000)
+    (tmp_path / "manifest.jsonl").write_text('{"path": "silent.wav"}\n')
+    with pytest.raises(fdb_real.FdbRealError, match="silent.wav: no speech"):
+        fdb_real.build(tmp_path, tmp_path / "out")
     (tmp_path / "manifest.jsonl").write_text('{"path": "gone.wav"}\n')
     with pytest.raises(audio_io.AudioError, match="gone.wav"):
         fdb_real.build(tmp_path, tmp_path / "out")

@@ -54,6 +54,8 @@ class FdbRealError(ValueError):
 
 
 def _frame_db(audio_T: np.ndarray) -> np.ndarray:
+    if len(audio_T) < _FRAME:
+        raise FdbRealError(f"{len(audio_T)} samples: shorter than one 10 ms frame")
     frames = audio_T[:len(audio_T) // _FRAME * _FRAME].reshape(-1, _FRAME)
     rms = np.sqrt(np.mean(frames.astype(np.float64) ** 2, axis=1)) + 1e-10
     return 20 * np.log10(rms / rms.max())
@@ -61,9 +63,9 @@ def _frame_db(audio_T: np.ndarray) -> np.ndarray:
 
 def speech_span(audio_T: np.ndarray) -> tuple[int, int]:
     """(first, last + 1) sample of the frames within `_SPEECH_DB` of the loudest."""
+    if np.abs(audio_T).max(initial=0.0) < 1e-3:  # below -60 dBFS: nothing to hear
+        raise FdbRealError("no speech found (silent)")
     loud = np.flatnonzero(_frame_db(audio_T) > _SPEECH_DB)
-    if loud.size == 0:
-        raise FdbRealError("no speech found")
     return int(loud[0] * _FRAME), int((loud[-1] + 1) * _FRAME)
 
 
@@ -94,7 +96,10 @@ def load_clips(clips_dir: str | Path) -> list[tuple[str, np.ndarray]]:
             raise FdbRealError(f"{manifest}:{line_number}: not a JSON object with 'path' "
                                f"({e})") from None
         audio_T = audio_io.load_audio(clips_dir / relative, SAMPLE_RATE)
-        first, last = speech_span(audio_T)
+        try:
+            first, last = speech_span(audio_T)
+        except FdbRealError as e:
+            raise FdbRealError(f"{clips_dir / relative}: {e}") from None
         speech_T = audio_T[first:last]
         if len(speech_T) / SAMPLE_RATE > MAX_CLIP_S:
             continue
