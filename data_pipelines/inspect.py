@@ -18,6 +18,7 @@ import json
 import zlib
 from pathlib import Path
 
+import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
@@ -71,12 +72,17 @@ def inspect(config, out: Path, per_scenario: int = 2, split: str = "train",
             num_real = int(record["block_mask"].sum())
             streams = (record["env_audio"], record["speech_target"]) if hear is None \
                 else hear(record)
+            events = json.loads(record["events"])
             for stream, audio_KxS in zip(("env", "asst"), streams):
-                audio_io.write_wav(f"{stem}_{stream}.wav", audio_KxS[:num_real].reshape(-1),
-                                   rate)
+                audio_T = np.asarray(audio_KxS[:num_real], np.float32).reshape(-1)
+                # The echo is not limited (no limiter runs on device): scale a louder
+                # stream down for the wav and say by how much.
+                peak = float(np.abs(audio_T).max(initial=0.0))
+                scale = 1.0 if peak <= 1.0 else 0.999 / peak
+                events.setdefault("inspect", {})[f"{stream}_wav_scale"] = round(scale, 6)
+                audio_io.write_wav(f"{stem}_{stream}.wav", audio_T * np.float32(scale), rate)
             plot.plot_block_sequence(record, tokenizer.piece_of, f"{stem}.png",
                                      sample_rate=rate, streams=streams)
-            events = json.loads(record["events"])
             Path(f"{stem}.json").write_text(json.dumps(events, indent=2))
             written += [Path(f"{stem}{s}") for s in ("_env.wav", "_asst.wav", ".png", ".json")]
             said = "; ".join(f"{e['role']}: {e['text']}" for e in events["events"] if e["text"])

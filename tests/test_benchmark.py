@@ -126,6 +126,7 @@ def test_compile_check_on_8_fake_devices_reports_memory_and_replicated_params():
     assert any(path.startswith("params/llm/") for path, _ in replicated)
 
 
+@pytest.mark.slow  # ~30 s; the analytic-vs-compiled FLOP count of a real training step
 def test_train_run_reports_throughput_and_mfu():
     result = _run_benchmark(["--what=train", "--batch=2", "--repeats=20",
                              "--peak_matmul_size=128", "--config.data.num_blocks=4",
