@@ -52,7 +52,8 @@ class AugmentConfig:
 
     @classmethod
     def none(cls) -> "AugmentConfig":
-        """Augmentation off: the environment is the clean mix plus the scenario's echo."""
+        """Augmentation off: the environment is the clean mix; the echo keeps the scenario's
+        gain and delay (mixed in on device, omni_jax.audio.feedback)."""
         return cls()
 
     @property
