@@ -42,6 +42,7 @@ import jax.numpy as jnp
 import librosa
 import numpy as np
 
+from data_pipelines.config_checks import get
 from omni_jax.audio.frontend import LOG_FLOOR, LogMelFrontend
 
 
@@ -112,11 +113,24 @@ _REGISTRY: dict[str, VocoderFactory] = {
     "streaming_griffin_lim": lambda config: StreamingGriffinLim.from_config(config)}
 
 
+def _register(registry: dict, what: str, name: str, factory) -> None:
+    if name in registry:
+        raise ValueError(f"{what} {name!r} is already registered")
+    registry[name] = factory
+
+
+def _build(registry: dict, what: str, field: str, config):
+    """`registry[name](config)` for the name at `config.<field>`."""
+    name = get(config, field)
+    if name not in registry:
+        raise ValueError(f"config.{field}: {name!r} is not registered; registered {what}s: "
+                         f"{sorted(registry)} (see omni_jax.audio.vocoder)")
+    return registry[name](config)
+
+
 def register_vocoder(name: str, factory: VocoderFactory) -> None:
     """Makes `config.model.synth.vocoder = name` build `factory(config)`."""
-    if name in _REGISTRY:
-        raise ValueError(f"vocoder {name!r} is already registered")
-    _REGISTRY[name] = factory
+    _register(_REGISTRY, "vocoder", name, factory)
 
 
 def registered_vocoders() -> list[str]:
@@ -125,11 +139,7 @@ def registered_vocoders() -> list[str]:
 
 def make_vocoder(config) -> Vocoder:
     """The vocoder that `config.model.synth.vocoder` names."""
-    name = config.model.synth.vocoder
-    if name not in _REGISTRY:
-        raise ValueError(f"config.model.synth.vocoder: {name!r} is not registered; registered "
-                         f"vocoders: {registered_vocoders()} (see omni_jax.audio.vocoder)")
-    return _REGISTRY[name](config)
+    return _build(_REGISTRY, "vocoder", "model.synth.vocoder", config)
 
 
 @runtime_checkable
@@ -155,9 +165,7 @@ _STREAMING_REGISTRY: dict[str, StreamingFactory] = {}
 def register_streaming_vocoder(name: str, factory: StreamingFactory) -> None:
     """Makes `config.model.synth.streaming.kind = name` build `factory(config)` for the
     speech path (e.g. a trained neural vocoder with a `StreamingVocoder` interface)."""
-    if name in _STREAMING_REGISTRY:
-        raise ValueError(f"streaming vocoder {name!r} is already registered")
-    _STREAMING_REGISTRY[name] = factory
+    _register(_STREAMING_REGISTRY, "streaming vocoder", name, factory)
 
 
 def registered_streaming_vocoders() -> list[str]:
@@ -166,12 +174,8 @@ def registered_streaming_vocoders() -> list[str]:
 
 def make_streaming_vocoder(config) -> StreamingVocoder:
     """The speech path's vocoder that `config.model.synth.streaming.kind` names."""
-    name = config.model.synth.streaming.kind
-    if name not in _STREAMING_REGISTRY:
-        raise ValueError(f"config.model.synth.streaming.kind: {name!r} is not registered; "
-                         f"registered: {registered_streaming_vocoders()} "
-                         "(see omni_jax.audio.vocoder)")
-    return _STREAMING_REGISTRY[name](config)
+    return _build(_STREAMING_REGISTRY, "streaming vocoder", "model.synth.streaming.kind",
+                  config)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -231,10 +235,6 @@ class StreamingMelInverse:
         buffer_BxT = buffer_BxT.at[:, :f.overlap].add(tail_BxO)
         audio_BxS = buffer_BxT[:, :size] * np.tile(norm, num_frames)
         return jnp.clip(audio_BxS, -1.0, 1.0), buffer_BxT[:, size:]
-
-
-def _hann_W(win: int) -> np.ndarray:
-    return (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(win) / win)).astype(np.float32)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -312,7 +312,7 @@ class StreamingGriffinLim:
         return dict(basis_MxX=basis_MxX.astype(np.float32),
                     spread_MxX=spread_MxX.astype(np.float32),
                     cover_X=np.maximum(cover_X, 1e-12).astype(np.float32),
-                    window_W=_hann_W(f.win), advance_X=advance_X.astype(np.float32),
+                    window_W=f._window_W, advance_X=advance_X.astype(np.float32),
                     index_AxW=index_AxW)
 
     def init_state(self, batch: int) -> dict[str, jax.Array]:
