@@ -126,7 +126,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.model.encoder.expand = 2  # mamba inner expansion
     c.model.encoder.subsample = 4  # 100 Hz mel -> 25 Hz (two stride-2 convs)
     c.model.encoder.stack = 2  # frames stacked per embedding (25 Hz x 2 = one per 80 ms)
-    c.model.encoder.scan = "associative"  # mamba scan: associative (accelerators) | sequential
+    c.model.encoder.scan = "auto"  # mamba scan in a chunk: auto | associative | sequential
+    c.model.encoder.scan_chunk = 32  # mamba scan: frames per rematerialised chunk (0 = one)
     c.model.encoder.max_blocks = 128  # transformer kind: attention window / cache, in blocks
     c.model.encoder.remat = ""  # remat policy of the encoder layers ("" = model.remat)
 
@@ -144,6 +145,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.model.llm.lora_targets = ("q", "v")  # projections that get LoRA adapters
     c.model.llm.remat = ""  # remat policy of the LLM layers ("" = model.remat)
     c.model.llm.qkv_bias = False  # biases on q/k/v (Qwen2-style checkpoints)
+    # Parallel self-attention: auto (cuDNN's fused kernel on a GPU in bf16/fp16, else the
+    # reference einsums) | reference | xla (jax.nn.dot_product_attention) | cudnn.
+    c.model.llm.attention = "auto"
     # A Llama/Qwen2 checkpoint directory (HF safetensors) a fresh run starts the LLM from.
     c.model.llm.pretrained_path = ""  # "" = random init (see omni_jax/models/pretrained.py)
     c.model.llm.pretrained_vocab = "exact"  # exact | prefix: copy the first min(V) rows
@@ -191,6 +195,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.train.eval_every = 500  # steps between evaluations
     c.train.checkpoint_every = 200  # steps between checkpoints
     c.train.max_consecutive_nonfinite = 10  # non-finite steps in a row before the run stops
+    # Persistent XLA compilation cache shared by runs ("" = off): a restart loads its steps.
+    c.train.compilation_cache_dir = "~/.cache/omni_jax/xla"
+    c.train.compilation_cache_min_s = 1.0  # keep compiles that took at least this long
+    c.train.profile_steps = 0  # > 0: a jax.profiler trace of that many steps in DIR/profile
 
     # ---- evaluation suites (omni_jax.evaluation.suites) --------------------------------
     c.eval = ml_collections.ConfigDict()

@@ -15,7 +15,7 @@ from data_pipelines.config_checks import (ConfigError, check, choice, get, posit
                                           validate_data)
 from omni_jax.audio import vocoder
 from omni_jax.evaluation import catalog, recognizer
-from omni_jax.models import encoder, layers, llm, mamba, omni, pretrained
+from omni_jax.models import attention, encoder, layers, llm, mamba, omni, pretrained
 from omni_jax.train import losses, sharding
 
 __all__ = ["ConfigError", "validate"]
@@ -62,6 +62,10 @@ def validate(config, num_devices: int | None = None):
             choice(config, f"model.{part}.remat", layers.REMAT_POLICIES)
     choice(config, "model.encoder.kind", encoder.ENCODER_KINDS)
     choice(config, "model.encoder.scan", mamba.MAMBA_SCANS)
+    if "attention" in m.llm:
+        choice(config, "model.llm.attention", attention.ATTENTION_IMPLEMENTATIONS)
+    check(int(m.encoder.get("scan_chunk", 0)) >= 0, "model.encoder.scan_chunk",
+          f"must be >= 0 (0 = one chunk), got {m.encoder.get('scan_chunk')}")
     frames_per_block = a.block_ms // a.hop_ms
     check(m.encoder.subsample * m.encoder.stack == frames_per_block, "model.encoder.stack",
           f"subsample {m.encoder.subsample} x stack {m.encoder.stack} must equal the "
@@ -117,6 +121,7 @@ def validate(config, num_devices: int | None = None):
              allow_zero=True)
     check(config.train.warmup_steps < config.train.steps, "train.warmup_steps",
           f"{config.train.warmup_steps} must be < train.steps={config.train.steps}")
+    positive(config, "train.profile_steps", "train.compilation_cache_min_s", allow_zero=True)
     positive(config, "checkpoint.keep_last")
     positive(config, "checkpoint.keep_every", allow_zero=True)
     _validate_eval(config)

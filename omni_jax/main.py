@@ -105,6 +105,7 @@ def write_report(workdir: Path, config, step: int, train_parts: dict, eval_parts
 
 def run(config, workdir: str, mode: str = "train") -> dict:
     distributed.maybe_initialize(config)
+    distributed.use_compilation_cache(config)
     configuration.validate(config, num_devices=jax.device_count())
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)

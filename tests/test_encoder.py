@@ -70,9 +70,13 @@ def _naive_mamba(p, h_BxLxD, eps=1e-6):
     return h + y @ p["out_proj"]["kernel"]
 
 
-@pytest.mark.parametrize("scan", ["associative", "sequential"])
-def test_mamba_layer_matches_naive_recurrence_and_chunks(scan):
-    layer = MambaLayer(width=16, state_size=4, conv_kernel=4, expand=2, scan=scan)
+@pytest.mark.parametrize("scan,chunk", [("associative", 0), ("sequential", 0),
+                                        ("associative", 5), ("sequential", 4)])
+def test_mamba_layer_matches_naive_recurrence_and_chunks(scan, chunk):
+    # chunk 5 and 4 over 12 frames: a padded last chunk, then streaming calls shorter than
+    # the chunk.
+    layer = MambaLayer(width=16, state_size=4, conv_kernel=4, expand=2, scan=scan,
+                       scan_chunk=chunk)
     h_BxLxD = jax.random.normal(jax.random.key(0), (B, 12, 16))
     params = nn.unbox(jax.jit(layer.init)(jax.random.key(1), h_BxLxD, layer.init_state(B)))
     apply = jax.jit(layer.apply)
@@ -84,6 +88,57 @@ def test_mamba_layer_matches_naive_recurrence_and_chunks(scan):
         out, state = apply(params, h_BxLxD[:, start:stop], state)
         chunks.append(out)
     np.testing.assert_allclose(jnp.concatenate(chunks, 1), whole, atol=1e-5)
+
+
+def test_chunked_scan_equals_unchunked_in_values_and_gradients():
+    """The chunked, rematerialised scan == the whole-sequence forms (states, outputs and
+    the gradients of every input), for both in-chunk forms and a padded last chunk."""
+    from omni_jax.models import mamba
+
+    b, length, inner, z = 2, 23, 6, 3
+    keys = jax.random.split(jax.random.key(3), 6)
+    dt = jax.nn.softplus(jax.random.normal(keys[0], (b, length, inner))) * 0.5
+    a = -jnp.exp(jax.random.normal(keys[1], (inner, z)))
+    bm, cm = (jax.random.normal(k, (b, length, z)) for k in keys[2:4])
+    x = jax.random.normal(keys[4], (b, length, inner))
+    ssm0 = jax.random.normal(keys[5], (b, inner, z))
+
+    def reference(dt, a, bm, cm, x, ssm0):  # the unchunked associative form, as before
+        decay = jnp.exp(dt[..., None] * a)
+        drive = (dt * x)[..., None] * bm[:, :, None, :]
+        states = mamba.selective_scan(decay, drive, ssm0, "associative")
+        return jnp.einsum("bliz,blz->bli", states, cm), states[:, -1]
+
+    def loss(fn):
+        def value(*args):
+            y, last = fn(*args)
+            return jnp.sum(jnp.sin(y)) + jnp.sum(last ** 2)
+        return jax.jit(jax.value_and_grad(value, argnums=tuple(range(6))))
+
+    args = (dt, a, bm, cm, x, ssm0)
+    ref_value, ref_grads = loss(reference)(*args)
+    for impl in ("associative", "sequential"):
+        for chunk in (0, 1, 8, 23, 64):
+            fn = functools.partial(mamba.chunked_selective_scan, chunk=chunk, impl=impl)
+            y, last = jax.jit(fn)(*args)
+            ref_y, ref_last = reference(*args)
+            np.testing.assert_allclose(y, ref_y, atol=1e-5, err_msg=f"{impl} {chunk}")
+            np.testing.assert_allclose(last, ref_last, atol=1e-5, err_msg=f"{impl} {chunk}")
+            value, grads = loss(lambda *a, fn=fn: fn(*a))(*args)
+            np.testing.assert_allclose(value, ref_value, rtol=1e-5)
+            for g, ref in zip(grads, ref_grads):
+                np.testing.assert_allclose(g, ref, rtol=1e-4, atol=1e-4,
+                                           err_msg=f"{impl} {chunk}")
+
+
+def test_auto_scan_picks_the_platform_form():
+    from omni_jax.models import mamba
+
+    expected = "sequential" if jax.default_backend() == "cpu" else "associative"
+    assert mamba.resolve_scan("auto") == expected
+    assert mamba.resolve_scan("associative") == "associative"
+    with pytest.raises(ValueError, match="model.encoder.scan"):
+        mamba.resolve_scan("parallel")
 
 
 @pytest.mark.parametrize("kind", ["mamba", "transformer"])

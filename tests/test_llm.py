@@ -121,6 +121,30 @@ def test_hidden_layer_selection():
     np.testing.assert_allclose(head, logits, atol=1e-5)  # -1 is the last layer's output
 
 
+@pytest.mark.parametrize("fusion", ["interleave", "cross_attention"])
+def test_causal_implementations_and_output_index_agree(fusion):
+    """No self mask = causal: the reference einsums and jax.nn.dot_product_attention (its
+    XLA form; cuDNN's needs a GPU) equal the explicit causal mask; logits and hidden states
+    at `output_index` (the loss's positions) equal those positions of the full output."""
+    args = inputs(fusion)
+    _, params, forward, _ = built(fusion)
+    logits, hidden = forward(params, *args)
+    unmasked = [*args[:2], None, *args[3:]]
+    index = np.array([1, 4, 5, 9, T - 1])
+    for implementation in ("reference", "xla"):
+        model = LLM(llm_cfg(attention=implementation), VOCAB, fusion=fusion,
+                    memory_dim=MEMORY_DIM, hidden_layer=1)
+        got_logits, got_hidden = jax.jit(model.apply)(params, *unmasked)
+        np.testing.assert_allclose(got_logits, logits, atol=1e-5, err_msg=implementation)
+        np.testing.assert_allclose(got_hidden, hidden, atol=1e-5, err_msg=implementation)
+        at_logits, at_hidden = jax.jit(functools.partial(model.apply, output_index=index))(
+            params, *unmasked)
+        np.testing.assert_allclose(at_logits, logits[:, index], atol=1e-5)
+        np.testing.assert_allclose(at_hidden, hidden[:, index], atol=1e-5)
+    with pytest.raises(ValueError, match="model.llm.attention"):
+        LLM(llm_cfg(attention="flash"), VOCAB)
+
+
 def test_bfloat16_compute_with_float32_params():
     args = inputs("interleave")
     model = LLM(llm_cfg(), VOCAB, dtype="bfloat16", hidden_layer=1)

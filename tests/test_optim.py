@@ -39,8 +39,10 @@ def _adam_mu(opt_state):
 
 
 def _step_fn(optimizer):
-    return jax.jit(lambda state, grads, loss: state_lib.apply_gradients(state, grads, optimizer,
-                                                                    loss))
+    """A jitted step from whole-tree gradients (the trainer differentiates the trainable
+    subtree alone; here the frozen leaves' gradients are built and cut off)."""
+    return jax.jit(lambda state, grads, loss: state_lib.apply_gradients(
+        state, optimizer.split(grads)[0], optimizer, loss))
 
 
 def test_param_paths_drop_the_collection_name():
@@ -100,9 +102,16 @@ def test_frozen_params_unchanged_and_without_state():
         np.testing.assert_array_equal(a, b, err_msg="/".join(frozen))
     assert not np.array_equal(new["connector"]["fc1"]["kernel"], old["connector"]["fc1"]["kernel"])
     assert not np.array_equal(new["llm"]["attn"]["q"]["lora_a"], old["llm"]["attn"]["q"]["lora_a"])
-    # Adam moments exist for the trainable leaves only.
+    # Adam moments exist for the trainable leaves only, and split/merge are inverses.
     mu_paths = set(optim.param_paths(_adam_mu(state.opt_state)))
     assert mu_paths == {"connector/fc1/kernel", "connector/fc1/bias", "llm/attn/q/lora_a"}
+    trainable, frozen = optimizer.split(params)
+    assert set(optim.param_paths(trainable)) == mu_paths
+    assert len(optim.param_paths(frozen)) == 4
+    merged = optimizer.merge(trainable, frozen)
+    assert jax.tree.structure(merged) == jax.tree.structure(params)
+    for a, b in zip(jax.tree.leaves(merged), jax.tree.leaves(params)):
+        assert a is b
 
 
 def test_trainable_mask_and_unmatched_pattern_errors():

@@ -58,6 +58,8 @@ def test_nonfinite_steps_stop_with_last_good_state(tmp_path):
     assert r["latest_equals_last_good"]  # the skipped step changed no parameter
     assert r["step_keeps_params"]
     assert r["step_parts"]["nonfinite"] == 1 and math.isnan(r["step_parts"]["loss"])
+    # train.profile_steps=1 traced one step into DIR/profile (TensorBoard's xplane format).
+    assert any(name.endswith(".xplane.pb") for name in r["profile_files"]), r["profile_files"]
 
 
 # ---- resume -------------------------------------------------------------------------------

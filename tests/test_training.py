@@ -5,13 +5,14 @@ import functools
 import re
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from configs import tiny
 from data_pipelines import contract, render, scenarios, tokenizer as tokenizer_lib, world
-from omni_jax.train import optim
-from omni_jax.train.trainer import Trainer
+from omni_jax.train import losses, optim
+from omni_jax.train.trainer import Trainer, computed
 
 
 @functools.cache
@@ -63,7 +64,7 @@ def test_overfits_a_small_batch(variant, tmp_path_factory):
     history = []
     for _ in range(80):
         state, parts = trainer.train_step(state, batch)
-        history.append(jax.device_get(parts))
+        history.append(computed(parts))
     first, last = history[0], history[-1]
     for name in TOKEN_PARTS[variant]:
         assert last[name] < first[name] / 5, (name, first[name], last[name])
@@ -102,9 +103,15 @@ def test_stage_training_leaves_frozen_parameters_bitwise_unchanged(tmp_path):
 def test_logged_window_keeps_the_latest_nonfinite_count():
     # A window of logged steps is averaged, but the consecutive non-finite counter must
     # not be: averaging 1, 2, 3 would hide a run that reached the stop limit.
-    from omni_jax.train.trainer import _mean_parts
+    from omni_jax.train.trainer import step_metrics
 
-    window = [dict(loss=1.0, nonfinite=1), dict(loss=3.0, nonfinite=2),
-              dict(loss=5.0, nonfinite=3)]
-    summary = _mean_parts(window)
-    assert summary == {"loss": 3.0, "nonfinite": 3.0}
+    config = _config("explicit")
+    parts = {name: jnp.float32(0.0) for name in losses.output_names(config)}
+    window = None
+    for loss, count in ((1.0, 1), (3.0, 2), (5.0, 3)):
+        step = step_metrics(config).single_from_model_output(
+            **dict(parts, loss=jnp.float32(loss)), grad_norm=jnp.float32(loss),
+            nonfinite=jnp.int32(count))
+        window = step if window is None else window.merge(step)
+    summary = computed(window)
+    assert summary["loss"] == summary["grad_norm"] == 3.0 and summary["nonfinite"] == 3.0

@@ -213,3 +213,21 @@ def test_streaming_griffin_lim_rejects_wrong_shapes():
         STREAMING.step(jnp.zeros((1, 4, 80)), STREAMING.init_state(1))
     with pytest.raises(ValueError, match="iterations"):
         StreamingGriffinLim(FRONTEND, 8, iterations=0)
+
+
+@pytest.mark.parametrize("win,hop,frames", [(400, 160, 10), (320, 160, 3), (100, 40, 7)])
+def test_dense_overlap_add_and_framing_equal_index_arithmetic(win, hop, frames):
+    """The streaming vocoder's dense overlap-add and framing == the scatter/gather they
+    replace (frame a covers samples a*hop + [0, win))."""
+    rng = np.random.default_rng(0)
+    frames_BxAxW = rng.normal(size=(2, frames, win)).astype(np.float32)
+    length = (frames - 1) * hop + win
+    expected_BxT = np.zeros((2, length), np.float32)
+    for a in range(frames):
+        expected_BxT[:, a * hop:a * hop + win] += frames_BxAxW[:, a]
+    added_BxT = vocoder_lib._overlap_add(jnp.asarray(frames_BxAxW), hop, length)
+    np.testing.assert_allclose(added_BxT, expected_BxT, atol=1e-5)
+    audio_BxT = rng.normal(size=(2, length)).astype(np.float32)
+    expected_BxAxW = np.stack([audio_BxT[:, a * hop:a * hop + win] for a in range(frames)], 1)
+    np.testing.assert_array_equal(
+        vocoder_lib._frames_of(jnp.asarray(audio_BxT), frames, hop, win), expected_BxAxW)

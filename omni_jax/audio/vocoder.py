@@ -307,13 +307,10 @@ class StreamingGriffinLim:
             basis_MxX.sum(axis=1, keepdims=True), 1e-12)
         num_bins = f.n_fft // 2 + 1
         advance_X = 2 * np.pi * np.arange(num_bins) * f.hop / f.n_fft
-        index_AxW = (np.arange(self._num_active)[:, None] * f.hop
-                     + np.arange(f.win)[None])
         return dict(basis_MxX=basis_MxX.astype(np.float32),
                     spread_MxX=spread_MxX.astype(np.float32),
                     cover_X=np.maximum(cover_X, 1e-12).astype(np.float32),
-                    window_W=f._window_W, advance_X=advance_X.astype(np.float32),
-                    index_AxW=index_AxW)
+                    window_W=f._window_W, advance_X=advance_X.astype(np.float32))
 
     def init_state(self, batch: int) -> dict[str, jax.Array]:
         """numerator/weight BxO: the committed frames' overlap-add (and squared windows)
@@ -346,7 +343,7 @@ class StreamingGriffinLim:
         if num_frames != self.frames_per_block or num_mels != f.n_mels:
             raise ValueError(f"StreamingGriffinLim.step: expected B x {self.frames_per_block} "
                              f"x {f.n_mels} log-mel frames, got {log_mel_BxFxM.shape}")
-        num_active, window_W, index_AxW = self._num_active, c["window_W"], c["index_AxW"]
+        num_active, window_W = self._num_active, c["window_W"]
         region = (num_active - 1) * f.hop + f.win
         new_BxFxX = self.magnitude(log_mel_BxFxM)
         magnitude_BxAxX = jnp.concatenate([state["magnitude"], new_BxFxX], axis=1)
@@ -361,8 +358,7 @@ class StreamingGriffinLim:
             new_BxFxX * advance_FxX[None]], axis=1)
 
         def overlap_add(frames_BxAxW, fixed_BxO):
-            out_BxT = jnp.zeros((b, region), jnp.float32).at[:, index_AxW].add(frames_BxAxW)
-            return out_BxT.at[:, :f.overlap].add(fixed_BxO)
+            return _overlap_add(frames_BxAxW, f.hop, region).at[:, :f.overlap].add(fixed_BxO)
 
         weight_BxT = overlap_add(jnp.broadcast_to(window_W ** 2, (b, num_active, f.win)),
                                  state["weight"])
@@ -375,7 +371,8 @@ class StreamingGriffinLim:
         def project(spec_BxAxX):
             audio_BxT = overlap_add(synthesize(spec_BxAxX), state["numerator"]) * \
                 inverse_weight_BxT
-            again_BxAxX = jnp.fft.rfft(audio_BxT[:, index_AxW] * window_W, n=f.n_fft, axis=-1)
+            again_BxAxX = jnp.fft.rfft(_frames_of(audio_BxT, num_active, f.hop, f.win)
+                                       * window_W, n=f.n_fft, axis=-1)
             return magnitude_BxAxX * again_BxAxX / jnp.maximum(jnp.abs(again_BxAxX), 1e-12)
 
         previous_BxAxX = spec_BxAxX
@@ -403,6 +400,30 @@ class StreamingGriffinLim:
     def __call__(self, log_mel_TxM: np.ndarray) -> np.ndarray:
         """Whole utterance through the streaming loop (`Vocoder` protocol)."""
         return play_utterance(self, self.frontend, log_mel_TxM)
+
+
+def _overlap_add(frames_BxAxW: jax.Array, hop: int, length: int) -> jax.Array:
+    """Frames a*hop + [0, W) summed into B x `length` samples. Dense: each frame is cut
+    into P = ceil(W / hop) hop-long pieces and piece p of every frame is added at a shift of
+    p hops (a scatter-add of the same sum is several times slower on a CPU)."""
+    b, num_frames, win = frames_BxAxW.shape
+    pieces = -(-win // hop)
+    frames_BxAxPxH = jnp.pad(frames_BxAxW, ((0, 0), (0, 0), (0, pieces * hop - win))
+                             ).reshape(b, num_frames, pieces, hop)
+    hops_BxAxH = sum(jnp.pad(frames_BxAxPxH[:, :, p], ((0, 0), (p, pieces - 1 - p), (0, 0)))
+                     for p in range(pieces))
+    return hops_BxAxH.reshape(b, -1)[:, :length]
+
+
+def _frames_of(audio_BxT: jax.Array, num_frames: int, hop: int, win: int) -> jax.Array:
+    """The B x `num_frames` x W frames a*hop + [0, W) of the audio (dense, as above)."""
+    b, length = audio_BxT.shape
+    pieces = -(-win // hop)
+    total = (num_frames + pieces - 1) * hop
+    hops_BxAxH = jnp.pad(audio_BxT, ((0, 0), (0, max(0, total - length))))[:, :total].reshape(
+        b, -1, hop)
+    frames_BxAxPxH = jnp.stack([hops_BxAxH[:, p:p + num_frames] for p in range(pieces)], 2)
+    return frames_BxAxPxH.reshape(b, num_frames, pieces * hop)[..., :win]
 
 
 def play_utterance(vocoder: StreamingVocoder, frontend: LogMelFrontend,

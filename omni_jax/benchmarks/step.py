@@ -66,7 +66,7 @@ def streaming_step_timer(config) -> Callable[[int, int], list[float]]:
         carry = start_stream(params, inputs["prompt_tokens"], capacity_blocks)
         block = jax.device_put(dict(  # the user speaks, the assistant is silent
             env_audio=inputs["env_audio"][:, 0], tokens=inputs["tokens"][:, 0],
-            asst_audio=np.zeros_like(inputs["asst_audio"][:, 0])))
+            asst_audio=np.zeros_like(inputs["env_audio"][:, 0])))
 
         def call():
             nonlocal carry

@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from omni_jax.benchmarks import common, flops
+from omni_jax.train.trainer import computed
 
 
 def run(config, batch: int = 0, steps: int = 10, peak_matmul_size: int = 0) -> dict:
@@ -29,7 +30,7 @@ def run(config, batch: int = 0, steps: int = 10, peak_matmul_size: int = 0) -> d
         return state, parts
 
     times = common.time_calls(call, steps, warmup=1)
-    loss = float(parts["loss"])
+    loss = computed(parts)["loss"]
     num_devices = trainer.mesh.size
     device = trainer.mesh.devices.flat[0]
     step_s = float(np.median(times))

@@ -22,6 +22,13 @@ from omni_jax.models.lora import LoraDense, LoraSpec
 
 KVCache = dict[str, jax.Array]  # {'k': BxCxGxQ, 'v': BxCxGxQ}
 
+# The allowed values of `model.llm.attention`: how a parallel causal self-attention runs.
+#   reference  `attend` below (einsums, float32 T x T logits); runs everywhere
+#   xla        jax.nn.dot_product_attention's XLA implementation
+#   cudnn      jax.nn.dot_product_attention on cuDNN's fused (flash) kernel: GPU, half dtypes
+#   auto       cudnn on a GPU in bfloat16/float16, reference otherwise
+ATTENTION_IMPLEMENTATIONS = ("auto", "reference", "xla", "cudnn")
+
 
 def causal_mask(length: int) -> jax.Array:
     """TxT: position i sees positions 0..i."""
@@ -77,6 +84,31 @@ def attend(q_BxTxHxQ: jax.Array, k_BxCxGxQ: jax.Array, v_BxCxGxQ: jax.Array,
     return out_BxTxGxRxQ.reshape(b, t, h, head_dim)
 
 
+def resolve_implementation(name: str, dtype) -> str:
+    """`model.llm.attention` for this platform and compute dtype ("auto" resolved)."""
+    if name not in ATTENTION_IMPLEMENTATIONS:
+        raise ValueError(f"model.llm.attention: {name!r} is not one of "
+                         f"{list(ATTENTION_IMPLEMENTATIONS)}")
+    if name != "auto":
+        return name
+    half = jnp.dtype(dtype) in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
+    return "cudnn" if jax.default_backend() == "gpu" and half else "reference"
+
+
+def attend_causal(q_BxTxHxQ: jax.Array, k_BxTxGxQ: jax.Array, v_BxTxGxQ: jax.Array,
+                  implementation: str = "reference") -> jax.Array:
+    """Causal self-attention (position i sees 0..i) by the named implementation; the fused
+    ones never build the T x T logits in memory (cuDNN) and agree with `attend`."""
+    if implementation == "reference":
+        return attend(q_BxTxHxQ, k_BxTxGxQ, v_BxTxGxQ, causal_mask(q_BxTxHxQ.shape[1])[None])
+    if implementation not in ("xla", "cudnn"):
+        raise ValueError(f"unknown attention implementation {implementation!r}")
+    out_BxTxHxQ = jax.nn.dot_product_attention(
+        q_BxTxHxQ, k_BxTxGxQ.astype(q_BxTxHxQ.dtype), v_BxTxGxQ.astype(q_BxTxHxQ.dtype),
+        is_causal=True, implementation=None if implementation == "xla" else "cudnn")
+    return out_BxTxHxQ.astype(v_BxTxGxQ.dtype)
+
+
 def write(cache_BxCxGxQ: jax.Array, new_BxLxGxQ: jax.Array, index: jax.Array) -> jax.Array:
     """Writes L new entries at slots index..index+L-1 (the caller keeps index + L <= C:
     under jit an overflowing write is clamped, overwriting the last slots)."""
@@ -98,6 +130,7 @@ class SelfAttention(nn.Module):
     dtype: jnp.dtype = jnp.float32
     lora: LoraSpec = LoraSpec()
     qkv_bias: bool = False  # biases on q, k, v (Qwen2); o never has one
+    implementation: str = "reference"  # of the parallel causal form (resolved, not "auto")
 
     def _dense(self, name: str, features, axes, in_dims: int = 1) -> LoraDense:
         return LoraDense(features, axes, in_dims, rank=self.lora.rank_for(name),
@@ -105,10 +138,11 @@ class SelfAttention(nn.Module):
                          use_bias=self.qkv_bias and name in ("q", "k", "v"), name=name)
 
     @nn.compact
-    def __call__(self, x_BxTxD: jax.Array, positions_BxT: jax.Array, mask_BxTxC: jax.Array,
-                 cache: KVCache | None = None, index: jax.Array | None = None
-                 ) -> tuple[jax.Array, KVCache | None]:
-        """Parallel form (no `cache`): attends within `x` under `mask_BxTxC` (C = T).
+    def __call__(self, x_BxTxD: jax.Array, positions_BxT: jax.Array,
+                 mask_BxTxC: jax.Array | None, cache: KVCache | None = None,
+                 index: jax.Array | None = None) -> tuple[jax.Array, KVCache | None]:
+        """Parallel form (no `cache`): attends within `x` under `mask_BxTxC` (C = T; None =
+        causal, run by `implementation`).
         Cached form: writes this chunk's keys and values at slot `index` of `cache` and
         attends over all C cache slots under `mask_BxTxC` (usually `cached_mask`).
         Returns the output and the updated cache (None in the parallel form)."""
@@ -125,7 +159,12 @@ class SelfAttention(nn.Module):
             k_BxCxGxQ = write(cache["k"], k_BxCxGxQ, index)
             v_BxCxGxQ = write(cache["v"], v_BxCxGxQ, index)
             cache = {"k": k_BxCxGxQ, "v": v_BxCxGxQ}
-        out_BxTxHxQ = attend(q_BxTxHxQ, k_BxCxGxQ, v_BxCxGxQ, mask_BxTxC)
+        if mask_BxTxC is None and cache is None:
+            out_BxTxHxQ = attend_causal(q_BxTxHxQ, k_BxCxGxQ, v_BxCxGxQ, self.implementation)
+        else:
+            if mask_BxTxC is None:
+                raise ValueError("the cached form of SelfAttention needs a mask")
+            out_BxTxHxQ = attend(q_BxTxHxQ, k_BxCxGxQ, v_BxCxGxQ, mask_BxTxC)
         y_BxTxD = self._dense("o", (x_BxTxD.shape[-1],), ("heads", "kv", "embed"), 2)(out_BxTxHxQ)
         return y_BxTxD, cache
 

@@ -53,7 +53,8 @@ class StreamingEncoder(nn.Module):
     dtype: str = "float32"
     remat: str = "none"
     max_blocks: int = 128  # transformer: attention window and KV-cache length, in blocks
-    scan: str = "associative"  # mamba: selective-scan implementation (mamba.MAMBA_SCANS)
+    scan: str = "auto"  # mamba: the selective scan's in-chunk form (mamba.MAMBA_SCANS)
+    scan_chunk: int = 32  # mamba: frames per chunk of the selective scan (0 = unchunked)
 
     @classmethod
     def from_config(cls, config, **overrides) -> StreamingEncoder:
@@ -64,7 +65,7 @@ class StreamingEncoder(nn.Module):
                       conv_kernel=e.conv_kernel, expand=e.expand, subsample=e.subsample,
                       stack=e.stack, n_mels=config.audio.n_mels, dtype=config.model.dtype,
                       remat=layers.part_remat(config.model, "encoder"))
-        for optional in ("max_blocks", "scan"):
+        for optional in ("max_blocks", "scan", "scan_chunk"):
             if optional in e:
                 fields[optional] = e[optional]
         return cls(**{**fields, **overrides})
@@ -87,7 +88,7 @@ class StreamingEncoder(nn.Module):
         if self.kind == "mamba":
             return MambaLayer, dict(width=self.width, state_size=self.state_size,
                                     conv_kernel=self.conv_kernel, expand=self.expand,
-                                    dtype=dtype, scan=self.scan)
+                                    dtype=dtype, scan=self.scan, scan_chunk=self.scan_chunk)
         if self.kind == "transformer":
             return TransformerLayer, dict(width=self.width, num_heads=self.num_heads,
                                           frames_per_block=self.stack,

@@ -4,7 +4,10 @@ Inputs are embeddings, not token ids: the caller interleaves audio embeddings wi
 `embed(tokens)`. Layers are pre-RMSNorm blocks of grouped-query self-attention with RoPE and
 a SwiGLU MLP, followed by a final RMSNorm and an untied output projection. Besides the
 logits, a call returns the residual stream after layer `hidden_layer` (the synthesizer's
-input), selected inside the layer scan so that no stack of all layers is kept.
+input), selected inside the layer scan so that no stack of all layers is kept (and no
+second carry at all when it is the last layer's output). Both are returned only at the
+positions `output_index` names (the duplex model's token positions: the head's V-wide
+matmul and its float32 logits are never built where no label is).
 
 Fusions (`model.fusion`; `FUSIONS` owns the allowed values):
   interleave       a plain decoder; the caller builds [env emb, asst emb, tokens] per block.
@@ -37,7 +40,8 @@ import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
 
 from omni_jax.models import layers
-from omni_jax.models.attention import CrossAttention, SelfAttention, cached_mask
+from omni_jax.models.attention import (CrossAttention, SelfAttention, cached_mask,
+                                       resolve_implementation)
 from omni_jax.models.layers import DTYPES, REMAT_POLICIES
 from omni_jax.models.lora import LoraDense, LoraSpec
 
@@ -61,13 +65,15 @@ class LlmSpec:
     cross_attention_every: int
     lora: LoraSpec
     qkv_bias: bool = False
+    attention: str = "auto"  # the parallel self-attention (attention.ATTENTION_IMPLEMENTATIONS)
 
     @classmethod
     def from_config(cls, llm_cfg) -> LlmSpec:
         return cls(int(llm_cfg.num_layers), int(llm_cfg.width), int(llm_cfg.num_heads),
                    int(llm_cfg.num_kv_heads), int(llm_cfg.mlp_dim), float(llm_cfg.rope_theta),
                    int(llm_cfg.max_len), int(llm_cfg.cross_attention_every),
-                   LoraSpec.from_config(llm_cfg), bool(llm_cfg.get("qkv_bias", False)))
+                   LoraSpec.from_config(llm_cfg), bool(llm_cfg.get("qkv_bias", False)),
+                   str(llm_cfg.get("attention", "auto")))
 
     @property
     def head_dim(self) -> int:
@@ -112,7 +118,9 @@ class DecoderLayer(nn.Module):
                  cache, index, memory_cache, memory_index):
         s = self.spec
         y_BxTxD, cache = SelfAttention(s.num_heads, s.num_kv_heads, s.head_dim, s.rope_theta,
-                                       self.dtype, s.lora, s.qkv_bias, name="attn")(
+                                       self.dtype, s.lora, s.qkv_bias,
+                                       resolve_implementation(s.attention, self.dtype),
+                                       name="attn")(
             _rms_norm(self.dtype, "attn_norm")(x_BxTxD), positions_BxT, mask_BxTxC, cache, index)
         x_BxTxD = x_BxTxD + y_BxTxD
         if self.cross:
@@ -129,7 +137,8 @@ class DecoderLayer(nn.Module):
 
 class DecoderGroup(nn.Module):
     """One scan iteration: `size` consecutive layers, the last one cross-attending if
-    `cross`. Carries (x, hidden): hidden takes x after global layer `hidden_layer`."""
+    `cross`. Carries (x, hidden): hidden takes x after global layer `hidden_layer`; hidden
+    is None (no carry) when that layer is the last one (its output is x itself)."""
 
     spec: LlmSpec
     size: int
@@ -152,8 +161,9 @@ class DecoderGroup(nn.Module):
                 self.spec, has_cross, self.dtype, name=f"layer_{j}")(
                 x_BxTxD, positions_BxT, mask_BxTxC, memory_BxUxE, memory_mask_BxTxU,
                 layer_cache, index, memory_cache, memory_index)
-            hidden_BxTxD = jnp.where(group * self.size + j == self.hidden_layer, x_BxTxD,
-                                     hidden_BxTxD)
+            if hidden_BxTxD is not None:
+                hidden_BxTxD = jnp.where(group * self.size + j == self.hidden_layer, x_BxTxD,
+                                         hidden_BxTxD)
             if cache is not None:
                 keys.append(layer_cache["k"])
                 values.append(layer_cache["v"])
@@ -184,6 +194,7 @@ class LLM(nn.Module):
         layers.check_choices(fusion=(self.fusion, FUSIONS), dtype=(self.dtype, DTYPES),
                              remat=(self.remat, REMAT_POLICIES))
         layers.check_heads("llm", spec.width, spec.num_heads, spec.num_kv_heads)
+        resolve_implementation(spec.attention, DTYPES[self.dtype])  # names a bad value
         if not -spec.num_layers <= self.hidden_layer < spec.num_layers:
             raise ValueError(f"hidden_layer {self.hidden_layer} is past {spec.num_layers} layers")
         if self.cross and spec.num_layers % spec.cross_attention_every:
@@ -232,8 +243,17 @@ class LLM(nn.Module):
     def embed(self, tokens_BxT: jax.Array) -> jax.Array:
         return layers.constrain(self.embedding(tokens_BxT), _RESIDUAL_AXES)
 
+    @property
+    def _taps_last_layer(self) -> bool:
+        return self.hidden_layer % self.spec.num_layers == self.spec.num_layers - 1
+
+    def logits(self, x_BxTxD: jax.Array) -> jax.Array:
+        """Float32 next-token logits of residual-stream states."""
+        logits_BxTxV = self.head(self.final_norm(x_BxTxD)).astype(jnp.float32)
+        return layers.constrain(logits_BxTxV, ("batch", "length", "vocab"))
+
     def _decode(self, x_BxTxD, positions_BxT, mask_BxTxC, memory_BxUxE, memory_mask_BxTxU,
-                cache=None):
+                cache=None, output_index=None):
         x_BxTxD = layers.constrain(x_BxTxD.astype(DTYPES[self.dtype]), _RESIDUAL_AXES)
         scanned_cache, index, memory_index = None, None, None
         if cache is not None:
@@ -245,32 +265,41 @@ class LLM(nn.Module):
             if self.cross:
                 scanned_cache.update(memory_k=cache["memory_k"], memory_v=cache["memory_v"])
                 memory_index = cache["memory_index"]
-        (x_BxTxD, hidden_BxTxD), layer_cache = self.layers(
-            (x_BxTxD, jnp.zeros_like(x_BxTxD)), (jnp.arange(self.num_groups), scanned_cache),
+        tap_BxTxD = None if self._taps_last_layer else jnp.zeros_like(x_BxTxD)
+        (x_BxTxD, tap_BxTxD), layer_cache = self.layers(
+            (x_BxTxD, tap_BxTxD), (jnp.arange(self.num_groups), scanned_cache),
             positions_BxT, mask_BxTxC, memory_BxUxE, memory_mask_BxTxU, index, memory_index)
-        logits_BxTxV = self.head(self.final_norm(x_BxTxD)).astype(jnp.float32)
-        logits_BxTxV = layers.constrain(logits_BxTxV, ("batch", "length", "vocab"))
-        return logits_BxTxV, hidden_BxTxD, layer_cache
+        hidden_BxTxD = x_BxTxD if tap_BxTxD is None else tap_BxTxD
+        if output_index is not None:  # T -> T' = len(output_index) positions
+            x_BxTxD, hidden_BxTxD = x_BxTxD[:, output_index], hidden_BxTxD[:, output_index]
+        return self.logits(x_BxTxD), hidden_BxTxD, layer_cache
 
-    def __call__(self, x_BxTxD: jax.Array, positions_BxT: jax.Array, mask_BxTxT: jax.Array,
+    def __call__(self, x_BxTxD: jax.Array, positions_BxT: jax.Array,
+                 mask_BxTxT: jax.Array | None = None,
                  memory_BxUxE: jax.Array | None = None,
-                 memory_mask_BxTxU: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
-        """Parallel form. Masks are boolean, batch size B or 1. Returns float32 logits and
-        the hidden state after layer `hidden_layer` (compute dtype)."""
+                 memory_mask_BxTxU: jax.Array | None = None,
+                 output_index=None) -> tuple[jax.Array, jax.Array]:
+        """Parallel form. Masks are boolean, batch size B or 1; no self mask = causal (run by
+        `model.llm.attention`, fused where the platform has it). Returns float32 logits and
+        the hidden state after layer `hidden_layer` (compute dtype), at every position or
+        at the T' positions of `output_index` (a static integer array)."""
         if (memory_BxUxE is not None, memory_mask_BxTxU is not None) != (self.cross,) * 2:
             raise ValueError(f"fusion {self.fusion!r}: memory and memory_mask must be "
                              f"{'given' if self.cross else 'None'}")
         if self.is_initializing():  # `embed` is a separate method: create its table too
             self.embed(jnp.zeros((1, 1), jnp.int32))
         logits_BxTxV, hidden_BxTxD, _ = self._decode(x_BxTxD, positions_BxT, mask_BxTxT,
-                                                     memory_BxUxE, memory_mask_BxTxU)
+                                                     memory_BxUxE, memory_mask_BxTxU,
+                                                     output_index=output_index)
         return logits_BxTxV, hidden_BxTxD
 
     def step(self, x_BxLxD: jax.Array, positions_BxL: jax.Array, cache: Cache,
-             new_memory_BxUxE: jax.Array | None = None) -> tuple[jax.Array, jax.Array, Cache]:
+             new_memory_BxUxE: jax.Array | None = None, output_index=None
+             ) -> tuple[jax.Array, jax.Array, Cache]:
         """Streaming form: appends L positions (after U new memory entries, if given) and
         attends causally to everything cached. Equals `__call__` with a causal self mask
-        and a memory mask that shows each position the memory appended up to its chunk."""
+        and a memory mask that shows each position the memory appended up to its chunk;
+        `output_index` (static) keeps the outputs of some of the L positions."""
         length, num_slots = x_BxLxD.shape[1], cache["k"].shape[2]
         mask_1xLxC = cached_mask(cache["index"], length, num_slots)
         memory_mask_1x1xU, memory_count = None, None
@@ -282,7 +311,8 @@ class LLM(nn.Module):
         elif new_memory_BxUxE is not None:
             raise ValueError("the interleave fusion takes no memory")
         logits_BxLxV, hidden_BxLxD, layer_cache = self._decode(
-            x_BxLxD, positions_BxL, mask_1xLxC, new_memory_BxUxE, memory_mask_1x1xU, cache)
+            x_BxLxD, positions_BxL, mask_1xLxC, new_memory_BxUxE, memory_mask_1x1xU, cache,
+            output_index)
         k_YxBxCxGxQ, v_YxBxCxGxQ = (layer_cache[n].reshape(cache[n].shape) for n in ("k", "v"))
         new_cache = dict(cache, index=cache["index"] + length, k=k_YxBxCxGxQ, v=v_YxBxCxGxQ)
         if self.cross:

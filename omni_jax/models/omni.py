@@ -38,11 +38,11 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 
 from data_pipelines import contract
 from omni_jax.audio.frontend import LogMelFrontend
 from omni_jax.models import layers
-from omni_jax.models.attention import causal_mask
 from omni_jax.models.encoder import StreamingEncoder
 from omni_jax.models.llm import LLM
 from omni_jax.models.synthesizer import Synthesizer
@@ -117,7 +117,6 @@ class OmniModel(nn.Module):
         per_block = self.positions_per_block
         length = p + k * per_block
         positions_BxT = jnp.broadcast_to(jnp.arange(length), (b, length))
-        mask_1xTxT = causal_mask(length)[None]
         # L = per_block positions per block (what one streaming step appends).
         if self.interleave:
             blocks_BxKxLxD = jnp.concatenate(
@@ -135,15 +134,14 @@ class OmniModel(nn.Module):
         x_BxTxD = jnp.concatenate(
             [prompt_BxPxD.astype(blocks_BxKxLxD.dtype),
              blocks_BxKxLxD.reshape(b, k * per_block, -1)], axis=1)
-        logits_BxTxV, hidden_BxTxD = self.llm(x_BxTxD, positions_BxT, mask_1xTxT, memory_BxUxD,
-                                              memory_mask_1xTxU)
-
-        # Keep the block's token positions: the last N of each block.
-        def tokens_of(x_BxTxD):  # also logits: BxTxV -> BxKxNxV
-            return x_BxTxD[:, p:].reshape(b, k, per_block, -1)[:, :, per_block - n:]
-
-        hidden_BxKxNxD = tokens_of(hidden_BxTxD)
-        return dict(logits=tokens_of(logits_BxTxV), mel=self.synth(hidden_BxKxNxD),
+        # Logits and the synthesizer's input only at the token positions (the last N of
+        # each block): the head is never applied where no label is.
+        token_index = p + (np.arange(k)[:, None] * per_block
+                           + np.arange(per_block - n, per_block)[None]).reshape(-1)
+        logits_BxTxV, hidden_BxTxD = self.llm(x_BxTxD, positions_BxT, None, memory_BxUxD,
+                                              memory_mask_1xTxU, output_index=token_index)
+        hidden_BxKxNxD = hidden_BxTxD.reshape(b, k, n, -1)
+        return dict(logits=logits_BxTxV.reshape(b, k, n, -1), mel=self.synth(hidden_BxKxNxD),
                     speak_logit=self._speak_logit(hidden_BxKxNxD))
 
     # ---- streaming form -------------------------------------------------------------------
@@ -174,11 +172,11 @@ class OmniModel(nn.Module):
         else:
             x_BxLxD = tok_BxNxD
             new_memory_BxUxD = jnp.concatenate([env_Bx1xD, asst_Bx1xD], axis=1)  # U = 2
-        logits_BxLxV, hidden_BxLxD, llm_cache = self.llm.step(x_BxLxD, positions_BxL,
-                                                              carry["llm"], new_memory_BxUxD)
-        hidden_BxNxD = hidden_BxLxD[:, per_block - n:]
+        logits_BxNxV, hidden_BxNxD, llm_cache = self.llm.step(
+            x_BxLxD, positions_BxL, carry["llm"], new_memory_BxUxD,
+            output_index=np.arange(per_block - n, per_block))
         mel_BxFxM, synth_cache = self.synth.step(hidden_BxNxD, carry["synth"])
-        outputs = dict(logits=logits_BxLxV[:, per_block - n:], mel=mel_BxFxM,
+        outputs = dict(logits=logits_BxNxV, mel=mel_BxFxM,
                        speak_logit=self._speak_logit(hidden_BxNxD[:, None])[:, 0])
         carry = dict(frontend=frontend_state, encoder=encoder_state, llm=llm_cache,
                      synth=synth_cache)

@@ -1,26 +1,32 @@
-"""Optimizer: AdamW + warmup/cosine schedule + clipping, freezing by path regex, and a guard
-that skips non-finite steps. (The paper's training stages are freeze patterns in
-`configs/common.py`; the train state is `omni_jax.train.state`.)
+"""Optimizer: AdamW + warmup/cosine schedule + clipping over the *trainable* parameters
+only, freezing by path regex, and a guard that skips non-finite steps. (The paper's
+training stages are freeze patterns in `configs/common.py`; the train state is
+`omni_jax.train.state`.)
 
-The transformation, outermost first:
+Frozen parameters are not differentiated at all: `Optimizer.split` cuts the parameter tree
+into (trainable, frozen) subtrees, the trainer differentiates the loss with respect to the
+trainable one alone (the frozen one is a closed-over constant, so XLA builds none of its
+weight-gradient matmuls nor any backward pass below the first trainable layer), and the
+transformation below sees only trainable leaves:
   skip_nonfinite                        a step with a non-finite loss or gradient changes
                                         nothing and is counted (consecutive and total)
-  partition(trainable | frozen)         frozen leaves: `set_to_zero`, and no optimizer state
-    trainable: clip_by_global_norm      the norm covers trainable leaves only
-               adamw(schedule, mask)    decay only on matrices (kernels, embeddings, LoRA)
+    clip_by_global_norm                 the norm of the trainable gradients
+    adamw(schedule, mask)               decay only on matrices (kernels, embeddings, LoRA)
 
 Paths. A parameter's path is its keys under the 'params' collection joined by '/', e.g.
 'llm/layers/layer_0/attn/q/kernel'. A freeze pattern is a Python regex that must match a
 *whole* path (`re.fullmatch`: 'encoder/.*', not 'encoder'); a pattern that matches no path
 is an error naming it, so that a typo can never silently train everything.
 
-The update takes the loss as an extra argument:
-  updates, opt_state = optimizer.update(grads, opt_state, params, loss=loss)
-`state.apply_gradients` does that and the parameter update in one call.
+  trainable, frozen = optimizer.split(params)
+  grads = jax.grad(lambda t: loss(optimizer.merge(t, frozen)))(trainable)
+  params, opt_state = optimizer.apply(params, grads, opt_state, loss=loss)
+`state.apply_gradients` does the last line on a TrainState.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Sequence
 from typing import Any, NamedTuple
@@ -29,8 +35,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
-
-TRAINABLE, FROZEN = "trainable", "frozen"
+from flax import traverse_util
 
 # ---- paths and masks --------------------------------------------------------------------
 
@@ -139,7 +144,44 @@ def skip_nonfinite(inner: optax.GradientTransformation) -> optax.GradientTransfo
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
-def make_optimizer(config, params) -> optax.GradientTransformationExtraArgs:
+@dataclasses.dataclass(frozen=True)
+class Optimizer:
+    """The optimizer of a model with frozen parts: `tx` acts on the trainable subtree only
+    (no gradient, no moment, no norm term for a frozen leaf); `frozen` are the whole-path
+    patterns that decide the split."""
+
+    tx: optax.GradientTransformationExtraArgs
+    frozen: tuple[str, ...]
+
+    def split(self, tree) -> tuple[dict, dict]:
+        """(trainable, frozen): the leaves of a params-shaped tree (parameters, gradients,
+        shardings), each as a nested dict of its own leaves only."""
+        flat = traverse_util.flatten_dict(tree)
+        trainable, frozen = {}, {}
+        for keys, leaf in flat.items():
+            path = "/".join(map(str, keys[1:] if keys[:1] == ("params",) else keys))
+            (frozen if is_frozen(path, self.frozen) else trainable)[keys] = leaf
+        return traverse_util.unflatten_dict(trainable), traverse_util.unflatten_dict(frozen)
+
+    @staticmethod
+    def merge(trainable: dict, frozen: dict) -> dict:
+        """The inverse of `split`."""
+        return traverse_util.unflatten_dict({**traverse_util.flatten_dict(trainable),
+                                             **traverse_util.flatten_dict(frozen)})
+
+    def init(self, params) -> Any:
+        """Optimizer state for the trainable leaves of `params` (unboxed)."""
+        return self.tx.init(self.split(params)[0])
+
+    def apply(self, params, trainable_grads, opt_state, loss: jax.Array | None = None):
+        """(new params, new state) from the gradients of the trainable leaves; frozen
+        leaves are passed through untouched (bitwise)."""
+        trainable, frozen = self.split(params)
+        updates, opt_state = self.tx.update(trainable_grads, opt_state, trainable, loss=loss)
+        return self.merge(optax.apply_updates(trainable, updates), frozen), opt_state
+
+
+def make_optimizer(config, params) -> Optimizer:
     """AdamW for `config.train` with `config.train.frozen` frozen; see the module docstring.
     `params` (boxed or not) is only used to check the freeze patterns. train.grad_clip <= 0
     disables clipping."""
@@ -149,11 +191,7 @@ def make_optimizer(config, params) -> optax.GradientTransformationExtraArgs:
     clip = optax.clip_by_global_norm(t.grad_clip) if t.grad_clip > 0 else optax.identity()
     adamw = optax.adamw(make_schedule(config), weight_decay=t.weight_decay,
                         mask=lambda tree: _map_paths(lambda path, _: decays(path), tree))
-    labels = lambda tree: _map_paths(  # noqa: E731
-        lambda path, _: FROZEN if is_frozen(path, patterns) else TRAINABLE, tree)
-    partitioned = optax.partition({TRAINABLE: optax.chain(clip, adamw),
-                                   FROZEN: optax.set_to_zero()}, labels)
-    return skip_nonfinite(partitioned)
+    return Optimizer(skip_nonfinite(optax.chain(clip, adamw)), patterns)
 
 
 def nonfinite_count(opt_state: NonFiniteState) -> jax.Array:

@@ -6,8 +6,10 @@
 
 `model.init(rng)` returns boxed parameters (logical axis names on every leaf). Parameters
 are laid out as `config.mesh.rules` say; each optimizer moment like the parameter it
-mirrors; counters replicated. The trainer, the benchmarks' ahead-of-time compile and the
-tests all go through these functions, so what is measured is what trains.
+mirrors (found by `optax.tree_utils.tree_map_params`); counters replicated. The optimizer
+(`optim.Optimizer`) holds state for the trainable parameters only, and `grads` are theirs.
+The trainer, the benchmarks' ahead-of-time compile and the tests all go through these
+functions, so what is measured is what trains.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from omni_jax.train import sharding
+from omni_jax.train import optim, sharding
 
 
 @flax.struct.dataclass
@@ -34,38 +36,33 @@ class TrainState:
     opt_state: Any
 
 
-def create(params, optimizer: optax.GradientTransformation) -> TrainState:
+def create(params, optimizer: optim.Optimizer) -> TrainState:
     """Step 0 with fresh optimizer state for `params` (boxed or not)."""
     params = nn.meta.unbox(params)
     return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                       opt_state=optimizer.init(params))
 
 
-def apply_gradients(state: TrainState, grads, optimizer: optax.GradientTransformation,
+def apply_gradients(state: TrainState, trainable_grads, optimizer: optim.Optimizer,
                     loss: jax.Array | None = None) -> TrainState:
-    """One optimizer step; with a non-finite loss or gradient, params and optimizer moments
-    stay as they were and the non-finite counters advance (see `optim.skip_nonfinite`)."""
-    updates, opt_state = optimizer.update(grads, state.opt_state, state.params, loss=loss)
-    return state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
-                         opt_state=opt_state)
+    """One optimizer step from the gradients of the trainable parameters
+    (`optimizer.split(...)[0]`-shaped); with a non-finite loss or gradient, params and
+    optimizer moments stay as they were and the non-finite counters advance (see
+    `optim.skip_nonfinite`)."""
+    params, opt_state = optimizer.apply(state.params, trainable_grads, state.opt_state, loss)
+    return state.replace(step=state.step + 1, params=params, opt_state=opt_state)
 
 
-def state_shardings(abstract_state: TrainState, param_shardings: Any, mesh: Mesh
-                    ) -> TrainState:
-    """Params as given; each optimizer moment like the parameter it mirrors (its tree path
-    ends with that parameter's path); everything else replicated."""
+def state_shardings(abstract_state: TrainState, param_shardings: Any,
+                    optimizer: optim.Optimizer, mesh: Mesh) -> TrainState:
+    """Params as given; every params-shaped tree inside the optimizer state (Adam's
+    moments) laid out like the trainable parameters; everything else replicated."""
     replicated = NamedSharding(mesh, PartitionSpec())
-    by_path = {jax.tree_util.keystr(path): shard for path, shard in
-               jax.tree_util.tree_leaves_with_path(param_shardings)}
-
-    def opt_sharding(path, leaf):
-        key = jax.tree_util.keystr(path)
-        matches = [p for p in by_path if key.endswith(p)]
-        return by_path[max(matches, key=len)] if matches and leaf.ndim else replicated
-
-    return TrainState(
-        step=replicated, params=param_shardings,
-        opt_state=jax.tree_util.tree_map_with_path(opt_sharding, abstract_state.opt_state))
+    trainable_shardings, _ = optimizer.split(param_shardings)
+    opt_shardings = optax.tree_utils.tree_map_params(
+        optimizer.tx, lambda _, shard: shard, abstract_state.opt_state, trainable_shardings,
+        transform_non_params=lambda _: replicated)
+    return TrainState(step=replicated, params=param_shardings, opt_state=opt_shardings)
 
 
 InitParams = Callable[[jax.Array], Any]  # rng -> boxed {'params': ...}
@@ -79,7 +76,7 @@ def _init(init_params: InitParams, optimizer, param_shardings) -> Callable:
     return init
 
 
-def abstract_train_state(init_params: InitParams, optimizer: optax.GradientTransformation,
+def abstract_train_state(init_params: InitParams, optimizer: optim.Optimizer,
                          mesh: Mesh, rules: sharding.Rules) -> tuple[TrainState, TrainState]:
     """(the state as ShapeDtypeStructs carrying their shardings, the shardings). Nothing is
     allocated: an ahead-of-time compile or a checkpoint restore target."""
@@ -88,13 +85,13 @@ def abstract_train_state(init_params: InitParams, optimizer: optax.GradientTrans
         param_shardings = sharding.param_shardings(jax.eval_shape(init_params, key), mesh,
                                                    rules)
         abstract = jax.eval_shape(_init(init_params, optimizer, param_shardings), key)
-    shardings = state_shardings(abstract, param_shardings, mesh)
+    shardings = state_shardings(abstract, param_shardings, optimizer, mesh)
     abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
                             abstract, shardings)
     return abstract, shardings
 
 
-def init_train_state(init_params: InitParams, optimizer: optax.GradientTransformation,
+def init_train_state(init_params: InitParams, optimizer: optim.Optimizer,
                      mesh: Mesh, rules: sharding.Rules, rng: jax.Array
                      ) -> tuple[TrainState, TrainState]:
     """(a fresh state created in its sharded layout, its shardings): one jitted init writes

@@ -25,6 +25,8 @@ from typing import Callable, Iterator, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
+from clu import metrics as clu_metrics
 
 from data_pipelines import contract
 from omni_jax.audio.feedback import Feedback
@@ -77,6 +79,7 @@ class Trainer:
             save_interval_steps=max(1, int(config.train.checkpoint_every)))
         self.optimizer = optim.make_optimizer(config, jax.eval_shape(self.model.init,
                                                                      jax.random.key(0)))
+        self.metrics = step_metrics(config)
         self.abstract_state, self.state_shardings = state_lib.abstract_train_state(
             self.model.init, self.optimizer, self.mesh, self.rules)
         self._train_step = None
@@ -136,16 +139,24 @@ class Trainer:
         return losses.compute_losses(outputs, batch, self.config)
 
     def _step(self, state: TrainState, batch: dict, param_shardings
-              ) -> tuple[TrainState, dict]:
-        (loss, parts), grads = jax.value_and_grad(self._loss_fn, has_aux=True)(
-            state.params, batch, state.step)
-        # Gradients laid out like the parameters: left to XLA, those of frozen parameters
-        # (no optimizer state to pin them) came out replicated, ~38 GB per device at 8B.
-        grads = jax.lax.with_sharding_constraint(grads, param_shardings)
+              ) -> tuple[TrainState, clu_metrics.Collection]:
+        # Only the trainable subtree is differentiated: the frozen one is a constant of the
+        # loss, so neither its weight gradients nor a backward pass through frozen parts
+        # below the first trainable one are ever built.
+        trainable, frozen = self.optimizer.split(state.params)
+        trainable_shardings, _ = self.optimizer.split(param_shardings)
+
+        def loss_of_trainable(trainable):
+            return self._loss_fn(self.optimizer.merge(trainable, frozen), batch, state.step)
+
+        (loss, parts), grads = jax.value_and_grad(loss_of_trainable, has_aux=True)(trainable)
+        # Gradients laid out like their parameters (left to XLA, some came out replicated).
+        grads = jax.lax.with_sharding_constraint(grads, trainable_shardings)
         new_state = state_lib.apply_gradients(state, grads, self.optimizer, loss)
-        parts = dict(parts, grad_norm=_global_norm(grads),
-                     nonfinite=optim.consecutive_nonfinite(new_state.opt_state))
-        return new_state, parts
+        metrics = self.metrics.single_from_model_output(
+            **parts, grad_norm=optax.global_norm(grads),
+            nonfinite=optim.consecutive_nonfinite(new_state.opt_state))
+        return new_state, metrics
 
     def jitted_train_step(self, state_shardings=None):
         """The jitted train step (state donated); it also lowers on `self.abstract_state`
@@ -155,8 +166,10 @@ class Trainer:
         return jax.jit(step, in_shardings=(state_shardings, self.batch_sharding),
                        out_shardings=(state_shardings, None), donate_argnums=0)
 
-    def train_step(self, state: TrainState, batch: dict) -> tuple[TrainState, dict]:
-        """One optimizer step on a global batch (jitted on first use, state donated)."""
+    def train_step(self, state: TrainState, batch: dict
+                   ) -> tuple[TrainState, clu_metrics.Collection]:
+        """One optimizer step on a global batch (jitted on first use, state donated); the
+        step's metrics as a clu Collection (`.compute()` for the values)."""
         if self._train_step is None:
             self._train_step = self.jitted_train_step()
         with sharding.activate(self.mesh, self.rules):
@@ -186,21 +199,25 @@ class Trainer:
         writer = writer or writers.make_writer(str(self.workdir), jax.process_index())
         throughput = writers.Throughput(self.config.data.pipeline.batch_size, total)
         names = losses.part_names(self.config)
-        window: list[dict] = []
+        window = None  # the clu metrics merged since the last log step
         skipped, stopped_early, last = 0, False, {}
         throughput.update(step)
+        profile = _ProfileWindow(self.workdir / "profile", step + 1,
+                                 int(c.get("profile_steps", 0)))
         # Any iterator trains; a Grain iterator's position is checkpointed with the state.
         saved_iterator = data_iterator if hasattr(data_iterator, "get_state") else None
         with checkpoint.PreemptionGuard() as guard:
             while step < total:
                 local = next(data_iterator)
                 skipped += int(np.sum(local.get(contract.SKIPPED, 0)))
-                state, parts = self.train_step(state, self.global_batch(local))
+                profile.before(step)
+                state, metrics = self.train_step(state, self.global_batch(local))
                 step += 1
-                window.append(parts)
+                profile.after(step, state)
+                window = metrics if window is None else window.merge(metrics)
                 if step % c.log_every == 0 or step == total:
-                    last = _mean_parts(window)
-                    window = []
+                    last = computed(window)
+                    window = None
                     self._check_finite(last, step)
                     rate, examples, eta = throughput.update(step)
                     writer.write_scalars(step, dict(last, steps_per_sec=rate,
@@ -217,6 +234,7 @@ class Trainer:
                     log.warning("stop requested (SIGTERM): saving step %d and stopping", step)
                     stopped_early = True
                     break
+        profile.close(state)  # a run that stops inside the window still ends its trace
         self.checkpointer.save(step, state, saved_iterator, force=True)
         self.checkpointer.wait()
         writer.flush()
@@ -235,14 +253,42 @@ class Trainer:
                 f"{self.checkpointer.latest_step()} in {self.checkpointer.directory}")
 
 
-def _global_norm(tree) -> jax.Array:
-    return jnp.sqrt(sum(jnp.sum(jnp.square(x.astype(jnp.float32)))
-                        for x in jax.tree.leaves(tree)))
+class _ProfileWindow:
+    """A `jax.profiler` trace (TensorBoard's profile plugin, Perfetto) of `num_steps` steps
+    from step `first` on (the step after this run's first: its compile is not traced)."""
+
+    def __init__(self, directory: Path, first: int, num_steps: int):
+        self.directory, self.first, self.last = directory, first, first + num_steps
+        self.active = False
+
+    def before(self, step: int) -> None:
+        if step == self.first and self.last > self.first and jax.process_index() == 0:
+            jax.profiler.start_trace(str(self.directory))
+            self.active = True
+
+    def after(self, step: int, state) -> None:
+        if self.active and step >= self.last:
+            self.close(state)
+
+    def close(self, state) -> None:
+        if self.active:
+            jax.block_until_ready(state)
+            jax.profiler.stop_trace()
+            self.active = False
+            log.info("profile of steps %d-%d written to %s", self.first, self.last - 1,
+                     self.directory)
 
 
-def _mean_parts(window: list[dict]) -> dict[str, float]:
-    """Window means of the logged parts; `nonfinite` is a counter: its latest value."""
-    host = jax.device_get(window)
-    summary = {k: float(np.mean([float(p[k]) for p in host])) for k in host[0]}
-    summary["nonfinite"] = float(host[-1]["nonfinite"])
-    return summary
+def step_metrics(config) -> type[clu_metrics.Collection]:
+    """The train step's metrics: every loss part and the gradient norm averaged over the
+    steps of a log window; `nonfinite` is a counter, so its latest value (an average of
+    1, 2, 3 would hide a run that reached the stop limit)."""
+    names = (*losses.output_names(config), "grad_norm")
+    return clu_metrics.Collection.create(
+        nonfinite=clu_metrics.LastValue.from_output("nonfinite"),
+        **{name: clu_metrics.Average.from_output(name) for name in names})
+
+
+def computed(metrics: clu_metrics.Collection) -> dict[str, float]:
+    """A metrics collection's values as host floats."""
+    return {name: float(value) for name, value in jax.device_get(metrics.compute()).items()}

@@ -186,7 +186,7 @@ def sharded(config, workdir: Path) -> dict:
     import jax
     import numpy as np
 
-    from omni_jax.train.trainer import Trainer
+    from omni_jax.train.trainer import Trainer, computed
 
     trainers = dict(sharded=Trainer(config, workdir / "sharded"),
                     single=_one_device_reference(config, workdir / "single"))
@@ -202,7 +202,7 @@ def sharded(config, workdir: Path) -> dict:
         batch = next(stream)
         for name, t in trainers.items():
             states[name], p = t.train_step(states[name], t.global_batch(batch))
-            parts[name].append({k: float(v) for k, v in jax.device_get(p).items()})
+            parts[name].append(computed(p))
     out["parts"] = parts
     params = {name: _host_params(s) for name, s in states.items()}
     out["params_max_diff"] = _max_abs_diff(params["sharded"], params["single"])
@@ -213,9 +213,10 @@ def sharded(config, workdir: Path) -> dict:
 def nonfinite(config, workdir: Path) -> dict:
     import jax
 
-    from omni_jax.train.trainer import NonFiniteError, Trainer
+    from omni_jax.train.trainer import NonFiniteError, Trainer, computed
 
     good = 2
+    config.train.profile_steps = 1  # and a profiler trace of step 2 (the first is compiled)
     trainer = Trainer(config, workdir)
     out = dict(error=None)
     try:
@@ -224,6 +225,8 @@ def nonfinite(config, workdir: Path) -> dict:
         out["error"] = str(e)
     ckpt = trainer.checkpointer
     out["checkpoints"], out["latest"] = ckpt.all_steps(), ckpt.latest_step()
+    out["profile_files"] = sorted(p.name for p in (workdir / "profile").rglob("*")
+                                  if p.is_file())
 
     def restore(step=None):
         return ckpt.restore(step, abstract_state=trainer.abstract_state,
@@ -237,7 +240,7 @@ def nonfinite(config, workdir: Path) -> dict:
     nan_batch = next(_synthetic_stream(config, nan_from=0))
     after, parts = trainer.train_step(last_good, trainer.global_batch(nan_batch))
     out["step_keeps_params"] = _bitwise_equal(_host_params(after), before)
-    out["step_parts"] = {k: float(v) for k, v in jax.device_get(parts).items()}
+    out["step_parts"] = computed(parts)
     return out
 
 
