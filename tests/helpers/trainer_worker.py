@@ -211,8 +211,6 @@ def sharded(config, workdir: Path) -> dict:
 
 
 def nonfinite(config, workdir: Path) -> dict:
-    import jax
-
     from omni_jax.train.trainer import NonFiniteError, Trainer, computed
 
     good = 2
