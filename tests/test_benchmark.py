@@ -157,7 +157,7 @@ def test_llm_flops_equal_a_hand_count():
     # Per position and layer: q 2*16*16, k and v 2*16*8 each, o 2*16*16, SwiGLU 3 x 2*16*32.
     projections = 512 + 256 + 256 + 512 + 3072
     attention = 4 * 16 * (2 * 11 * 12 // 2)  # QK^T + AV over the causal half, per layer
-    head = 2 * 16 * vocab * positions
+    head = 2 * 16 * vocab * (2 * 3 * 1)  # at the token positions only: batch x K x N
     expected = 2 * (positions * projections + attention) + head
     assert flops.llm_forward_flops(config, batch=2).total == expected
     # LoRA rank 2 on q (16 -> 16) and v (16 -> 8): 2 * rank * (in + out) per position, in

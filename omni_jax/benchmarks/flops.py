@@ -10,8 +10,8 @@ Analytic count (`train_step_flops`), the model-FLOPs convention of MFU:
   * encoder: subsampling convs, every layer's projections (Mamba: in/x/dt/out projections
     and the C . state read-out as dots; its depthwise conv and the recurrence
     s = decay * s + drive as elementwise FLOPs), the frame-stacking projection; run on both
-    streams (2 x batch). Connector, LLM (every position, the output head included) and
-    synthesizer likewise;
+    streams (2 x batch). Connector, LLM (every position; the output head only at the K x N
+    token positions, where the model computes it) and synthesizer likewise;
   * a training step is 3 x the forward (backward = 2 x forward). Rematerialised recompute
     is not model work and is not counted; nor are norms, activations, softmax, RoPE, the
     loss, the optimizer, the embedding lookup, the log-mel frontend's FFT. The frontend's
@@ -110,7 +110,7 @@ def llm_length(config) -> int:
 
 
 def llm_forward_flops(config, batch: int) -> Flops:
-    """The LLM over its whole training sequence, output head at every position."""
+    """The LLM over its whole training sequence, the output head at the token positions."""
     llm, d = config.model.llm, config.data
     width, head_dim = llm.width, llm.width // llm.num_heads
     length = llm_length(config)
@@ -118,7 +118,7 @@ def llm_forward_flops(config, batch: int) -> Flops:
     flops = decoder_flops(batch, length, llm.num_layers, width, llm.num_heads,
                           llm.num_kv_heads, head_dim, llm.mlp_dim, lora_rank,
                           tuple(llm.lora_targets))
-    flops += dense(batch * length, width, d.tokenizer.vocab_size)
+    flops += dense(batch * d.num_blocks * d.tokens_per_block, width, d.tokenizer.vocab_size)
     if config.model.fusion == "cross_attention":
         q_dim, kv_dim = llm.num_heads * head_dim, llm.num_kv_heads * head_dim
         memory = 2 * d.num_blocks  # env and asst entries per block
