@@ -54,7 +54,7 @@ def get_config(arg=None):
     c.train.checkpoint_every = 100
     # On a CPU, a 16-frame chunk of the sequential scan is the fastest Mamba form: layer
     # forward+backward 112 ms against 125 (32), 137 (64), 153 (unchunked), 311 (associative)
-    # at B=16, L=160 (omni_jax.benchmarks --what=scan).
+    # at B=16, L=160 (python -m omni_jax.benchmarks --what=scan).
     c.model.encoder.scan_chunk = 16
     return common.apply_variants(c, arg, VARIANTS)
 

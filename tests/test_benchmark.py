@@ -52,6 +52,25 @@ def test_step_and_train_forms_benchmarks_report_their_keys():
     assert forms["scan_ms"] > 0 and forms["parallel_ms"] > 0
 
 
+def test_scan_benchmark_times_every_form_and_names_the_configured_one():
+    from configs import tiny
+    from omni_jax.benchmarks import scan
+    from omni_jax.models.mamba import resolve_scan
+
+    config = tiny.get_config()
+    config.data.num_blocks, config.data.pipeline.batch_size = 8, 1
+    config.model.encoder.width, config.model.encoder.state_size = 16, 4
+    result = scan.run(config, repeats=1, chunks=(0, 4))
+    assert result["frames"] == 16 and result["streams"] == 2
+    assert set(result["ms"]) == {"associative/0", "associative/4", "sequential/0",
+                                 "sequential/4"}
+    assert all(ms > 0 for ms in result["ms"].values())
+    assert result["fastest"] in result["ms"]
+    # tiny's own setting: "auto" (sequential on a CPU) in chunks of 16, not among those timed
+    assert result["configured"] == f"{resolve_scan('auto')}/16"
+    assert result["configured_ms"] is None
+
+
 def test_speech_path_benchmarks_report_cost_latency_and_intelligibility():
     from configs import tiny
     from omni_jax.benchmarks import intelligibility, vocoder

@@ -115,3 +115,35 @@ def test_logged_window_keeps_the_latest_nonfinite_count():
         window = step if window is None else window.merge(step)
     summary = computed(window)
     assert summary["loss"] == summary["grad_norm"] == 3.0 and summary["nonfinite"] == 3.0
+
+
+def test_frozen_parameters_cost_no_gradient_work():
+    """Only the trainable subtree is differentiated: in stage 1 (encoder, LLM base and
+    synthesizer frozen) the compiled step's backward dots (its dots beyond the forward's:
+    the loss alone, compiled the same way) fall far below the full step's, because no
+    frozen weight gradient and no encoder backward are built; the optimizer holds moments
+    for the trainable leaves alone."""
+    from helpers import tiny_trainer
+    from omni_jax.benchmarks import common, flops
+    from omni_jax.train import sharding
+
+    backward, moments = {}, {}
+    for stage in ("full", "stage1"):
+        config = tiny_trainer.get_config()
+        config.model.llm.lora_rank = 4  # the same parameters in both runs
+        if stage == "stage1":
+            config.train.frozen = ("encoder/.*", r"llm/(?!.*/lora_[ab]$).*", "synth/.*")
+        trainer = common.make_trainer(config)
+        batch = common.abstract_batch(config, config.data.pipeline.batch_size)
+        compiled, _, _ = common.compile_train_step(trainer, batch)
+        with sharding.activate(trainer.mesh, trainer.rules):
+            forward = jax.jit(lambda p, b: trainer._loss_fn(p, b)[0]).lower(
+                trainer.abstract_state.params, batch).compile()
+        backward[stage] = (flops.hlo_dot_flops(compiled.as_text())["flops"]
+                           - flops.hlo_dot_flops(forward.as_text())["flops"])
+        trainable, frozen = trainer.optimizer.split(trainer.abstract_state.params)
+        moments[stage] = len(jax.tree.leaves(trainable)), len(jax.tree.leaves(frozen))
+    assert moments["full"][1] == 0 and moments["stage1"][1] > moments["stage1"][0]
+    # Stage 1 keeps the LLM's activation backward (LoRA sits in every layer) and the
+    # synthesizer's (the speech loss reaches the LLM through it), without their weights.
+    assert 0 < backward["stage1"] < 0.6 * backward["full"], backward

@@ -10,6 +10,7 @@
   python -m omni_jax.benchmarks --config=configs/tiny.py --what=compile --devices=8
   python -m omni_jax.benchmarks --config=configs/tiny.py --what=vocoder
   python -m omni_jax.benchmarks --config=configs/tiny.py --what=intelligibility
+  python -m omni_jax.benchmarks --config=configs/tiny.py --what=scan
 
 pipeline     the Grain pipeline's throughput (corpus and tokenizer built first, not timed).
 params       parameter counts per component and in total, from `jax.eval_shape`.
@@ -22,6 +23,7 @@ vocoder      the speech path: streaming vocoder time per block as a fraction of 
              its delay and look-ahead in ms, the feedback's cost per training batch.
 intelligibility  WER by an independent recognizer of the reference assistant speech and
              of its log-mel through each vocoder (the speech path's, Griffin-Lim, random phase).
+scan         one Mamba layer's forward+backward per selective-scan form and chunk size.
 common       what several share: synthetic and abstract batches, timing, devices, mesh.
 flops        analytic FLOPs per training step, FLOPs read from compiled HLO, peaks.
 """

@@ -18,13 +18,13 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from omni_jax import configuration
-from omni_jax.benchmarks import (common, intelligibility, params, pipeline, step, train,
-                                 train_forms, vocoder)
+from omni_jax.benchmarks import (common, intelligibility, params, pipeline, scan, step,
+                                 train, train_forms, vocoder)
 from omni_jax.benchmarks import compile as compile_benchmark
 
 FLAGS = flags.FLAGS
 WHAT = ("pipeline", "params", "step", "train_forms", "train", "compile", "vocoder",
-        "intelligibility")
+        "intelligibility", "scan")
 
 
 def define_flags():
@@ -72,6 +72,8 @@ def measure(what: str, config, workdir: str) -> dict:
         return vocoder.run(config, FLAGS.batch or 1, FLAGS.repeats)
     if what == "intelligibility":
         return intelligibility.run(config, FLAGS.sentences)
+    if what == "scan":
+        return scan.run(config, FLAGS.batch, steps)
     return compile_benchmark.run(config, FLAGS.devices, FLAGS.replicated_threshold,
                                  FLAGS.compare_remat, FLAGS.remat_policies, FLAGS.dtypes)
 

@@ -18,12 +18,12 @@ pre-conv inputs), "ssm": BxIxZ (float32)}. The recurrence, dt and the exponentia
 run in float32; projections run in the compute dtype.
 
 The scan (`model.encoder.scan`, `MAMBA_SCANS` owns the allowed values) runs in chunks of
-`scan_chunk` frames (`chunked_selective_scan`): the SSM state is carried from chunk to chunk,
-each chunk's states are contracted with C inside it and rematerialised in the backward
-pass, so only one chunk's BxLcxIxZ float32 states are ever live (the unchunked form,
-`scan_chunk` 0, materialises BxLxIxZ several times per layer: 42 MB at tiny, ~0.8 GB at
-8B). Inside a chunk the recurrence is an associative scan (O(log Lc) depth: accelerators)
-or a sequential one (a CPU's fastest); "auto" picks by the platform.
+`scan_chunk` frames (`chunked_selective_scan`): the SSM state is carried from chunk to
+chunk, each chunk's states are contracted with C inside it and rematerialised in the
+backward pass, so only one chunk's float32 states (B x chunk x I x Z) are ever live (the
+unchunked form, `scan_chunk` 0, materialises BxLxIxZ several times per layer: 42 MB at
+tiny, ~0.8 GB at 8B). Inside a chunk the recurrence is an associative scan (logarithmic
+depth: accelerators) or a sequential one (a CPU's fastest); "auto" picks by the platform.
 """
 
 from __future__ import annotations
