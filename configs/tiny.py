@@ -48,7 +48,7 @@ def get_config(arg=None):
     # talks from block 0 (suites: ASR WER 3.1, turn-taking 0/16); at 1.0, 84% and WER 0.80,
     # turn-taking 5/16 (400 steps each, docs/RESULTS.md).
     c.loss.think = 1.0
-    c.train.steps = 400  # ~23 min of training on 2 CPU cores (alone), + ~7 min of suites
+    c.train.steps = 400  # ~9 min of training on 2 CPU cores (alone); 12.7 min with the suites
     c.train.warmup_steps = 40
     c.train.eval_every = 200
     c.train.checkpoint_every = 100
