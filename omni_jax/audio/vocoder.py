@@ -404,26 +404,29 @@ class StreamingGriffinLim:
 
 def _overlap_add(frames_BxAxW: jax.Array, hop: int, length: int) -> jax.Array:
     """Frames a*hop + [0, W) summed into B x `length` samples. Dense: each frame is cut
-    into P = ceil(W / hop) hop-long pieces and piece p of every frame is added at a shift of
+    into ceil(W / hop) hop-long pieces and piece p of every frame is added at a shift of
     p hops (a scatter-add of the same sum is several times slower on a CPU)."""
     b, num_frames, win = frames_BxAxW.shape
-    pieces = -(-win // hop)
-    frames_BxAxPxH = jnp.pad(frames_BxAxW, ((0, 0), (0, 0), (0, pieces * hop - win))
-                             ).reshape(b, num_frames, pieces, hop)
-    hops_BxAxH = sum(jnp.pad(frames_BxAxPxH[:, :, p], ((0, 0), (p, pieces - 1 - p), (0, 0)))
-                     for p in range(pieces))
-    return hops_BxAxH.reshape(b, -1)[:, :length]
+    num_pieces = -(-win // hop)
+    # (B, A, pieces, hop): the frames cut into hop-long pieces, the last one zero-padded.
+    pieces = jnp.pad(frames_BxAxW, ((0, 0), (0, 0), (0, num_pieces * hop - win))
+                     ).reshape(b, num_frames, num_pieces, hop)
+    # (B, A + pieces - 1, hop): hop-long stretches of the output.
+    stretches = sum(jnp.pad(pieces[:, :, p], ((0, 0), (p, num_pieces - 1 - p), (0, 0)))
+                    for p in range(num_pieces))
+    return stretches.reshape(b, -1)[:, :length]
 
 
 def _frames_of(audio_BxT: jax.Array, num_frames: int, hop: int, win: int) -> jax.Array:
     """The B x `num_frames` x W frames a*hop + [0, W) of the audio (dense, as above)."""
     b, length = audio_BxT.shape
-    pieces = -(-win // hop)
-    total = (num_frames + pieces - 1) * hop
-    hops_BxAxH = jnp.pad(audio_BxT, ((0, 0), (0, max(0, total - length))))[:, :total].reshape(
+    num_pieces = -(-win // hop)
+    total = (num_frames + num_pieces - 1) * hop
+    # (B, A + pieces - 1, hop) stretches; frame a is stretches a .. a + pieces - 1.
+    stretches = jnp.pad(audio_BxT, ((0, 0), (0, max(0, total - length))))[:, :total].reshape(
         b, -1, hop)
-    frames_BxAxPxH = jnp.stack([hops_BxAxH[:, p:p + num_frames] for p in range(pieces)], 2)
-    return frames_BxAxPxH.reshape(b, num_frames, pieces * hop)[..., :win]
+    pieces = jnp.stack([stretches[:, p:p + num_frames] for p in range(num_pieces)], 2)
+    return pieces.reshape(b, num_frames, num_pieces * hop)[..., :win]
 
 
 def play_utterance(vocoder: StreamingVocoder, frontend: LogMelFrontend,

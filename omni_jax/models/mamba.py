@@ -83,9 +83,9 @@ def selective_scan(decay_BxLxIxZ: jax.Array, drive_BxLxIxZ: jax.Array,
 
 
 def _scan_chunk(a_IxZ: jax.Array, impl: str, ssm_BxIxZ: jax.Array, chunk):
-    """One chunk of Lc frames: (the state after it, y_BxLcxI = C_t . s_t)."""
+    """One chunk of L frames: (the state after it, y_BxLxI = C_t . s_t)."""
     dt_BxLxI, b_BxLxZ, c_BxLxZ, x_BxLxI = chunk
-    if impl == "sequential":  # decay and drive built per step: no BxLcxIxZ input at all
+    if impl == "sequential":  # decay and drive built per step: no BxLxIxZ input at all
         def advance(ssm_BxIxZ, step):
             dt_BxI, b_BxZ, c_BxZ, x_BxI = step
             ssm_BxIxZ = (jnp.exp(dt_BxI[..., None] * a_IxZ) * ssm_BxIxZ
@@ -120,9 +120,9 @@ def chunked_selective_scan(dt_BxLxI: jax.Array, a_IxZ: jax.Array, b_BxLxZ: jax.A
     pad = -length % chunk
     num_chunks = (length + pad) // chunk
 
-    def chunks_of(v_BxLxX):  # -> (chunks, B, chunk, X): the scanned axis first
-        v_BxLxX = jnp.pad(v_BxLxX, ((0, 0), (0, pad), (0, 0)))
-        return jnp.moveaxis(v_BxLxX.reshape(batch, num_chunks, chunk, -1), 1, 0)
+    def chunks_of(v):  # B x L x n -> (chunks, B, chunk, n): the scanned axis first
+        v = jnp.pad(v, ((0, 0), (0, pad), (0, 0)))
+        return jnp.moveaxis(v.reshape(batch, num_chunks, chunk, -1), 1, 0)
 
     body = jax.checkpoint(lambda ssm, piece: _scan_chunk(a_IxZ, impl, ssm, piece))
     ssm_BxIxZ, y_chunks = jax.lax.scan(
