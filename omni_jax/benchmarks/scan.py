@@ -10,8 +10,8 @@ import jax
 import jax.numpy as jnp
 
 from omni_jax.benchmarks import common
-from omni_jax.models import layers
-from omni_jax.models.mamba import MambaLayer, resolve_scan
+from omni_jax.models.encoder import StreamingEncoder
+from omni_jax.models.mamba import resolve_scan
 
 FORMS = ("associative", "sequential")
 CHUNKS = (0, 8, 16, 32, 64)  # 0 = the whole sequence in one chunk
@@ -23,14 +23,13 @@ def run(config, batch: int = 0, repeats: int = 5, chunks=CHUNKS) -> dict:
     e = config.model.encoder
     batch = batch or config.data.pipeline.batch_size
     streams = 2 * batch  # environment and assistant rows share the encoder
-    frames = config.data.num_blocks * config.audio.block_ms // config.audio.hop_ms // e.subsample
+    frames = config.data.num_blocks * e.stack  # the layers run after the subsampling convs
     h_BxLxD = jax.random.normal(jax.random.key(0), (streams, frames, e.width))
-    dtype = layers.compute_dtype(config.model.dtype)
     timings = {}
     for form in FORMS:
         for chunk in chunks:
-            layer = MambaLayer(e.width, e.state_size, e.conv_kernel, e.expand, dtype, form,
-                               chunk)
+            layer = StreamingEncoder.from_config(config, kind="mamba", scan=form,
+                                                 scan_chunk=chunk).layer()
             state = layer.init_state(streams)
             params = nn.unbox(jax.jit(layer.init)(jax.random.key(1), h_BxLxD, state))
             grad = jax.jit(jax.grad(

@@ -95,16 +95,19 @@ class StreamingEncoder(nn.Module):
                                           window_blocks=self.max_blocks, dtype=dtype)
         raise ValueError(f"unknown encoder kind {self.kind!r}; known {ENCODER_KINDS}")
 
+    def layer(self) -> nn.Module:
+        """One layer of the stack, unbound (e.g. to time a layer alone)."""
+        layer_cls, fields = self._layer_spec()
+        return layer_cls(**fields, parent=None)
+
     def init_state(self, batch: int) -> dict:
         """Zero state before the first block; needs no parameters."""
         dtype = layers.compute_dtype(self.dtype)
-        layer_cls, fields = self._layer_spec()
         channels = [self.n_mels] + [self.width] * (self.num_convs - 1)
         context = CONV_KERNEL - CONV_STRIDE
         return {
             "subsample": tuple(jnp.zeros((batch, context, c), dtype) for c in channels),
-            "layers": layers.stacked(layer_cls(**fields, parent=None).init_state(batch),
-                                     self.num_layers),
+            "layers": layers.stacked(self.layer().init_state(batch), self.num_layers),
             "pos": jnp.zeros((), jnp.int32),
         }
 
