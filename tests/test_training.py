@@ -123,6 +123,7 @@ def test_frozen_parameters_cost_no_gradient_work():
     the loss alone, compiled the same way) fall far below the full step's, because no
     frozen weight gradient and no encoder backward are built; the optimizer holds moments
     for the trainable leaves alone."""
+    from configs import common as config_common
     from helpers import tiny_trainer
     from omni_jax.benchmarks import common, flops
     from omni_jax.train import sharding
@@ -132,7 +133,7 @@ def test_frozen_parameters_cost_no_gradient_work():
         config = tiny_trainer.get_config()
         config.model.llm.lora_rank = 4  # the same parameters in both runs
         if stage == "stage1":
-            config.train.frozen = ("encoder/.*", r"llm/(?!.*/lora_[ab]$).*", "synth/.*")
+            config.train.frozen = config_common.stage_frozen_patterns("stage1")
         trainer = common.make_trainer(config)
         batch = common.abstract_batch(config, config.data.pipeline.batch_size)
         compiled, _, _ = common.compile_train_step(trainer, batch)

@@ -46,9 +46,14 @@ def _key_name(key) -> str:
     return str(key)
 
 
-def _path_str(path) -> str:
-    names = [_key_name(k) for k in path]
+def _joined(names) -> str:
+    """Key names -> the '/'-joined parameter path, without the 'params' collection."""
+    names = [str(name) for name in names]
     return "/".join(names[1:] if names[:1] == ["params"] else names)
+
+
+def _path_str(path) -> str:
+    return _joined(_key_name(k) for k in path)
 
 
 def _map_paths(fn, tree):
@@ -159,8 +164,7 @@ class Optimizer:
         flat = traverse_util.flatten_dict(tree)
         trainable, frozen = {}, {}
         for keys, leaf in flat.items():
-            path = "/".join(map(str, keys[1:] if keys[:1] == ("params",) else keys))
-            (frozen if is_frozen(path, self.frozen) else trainable)[keys] = leaf
+            (frozen if is_frozen(_joined(keys), self.frozen) else trainable)[keys] = leaf
         return traverse_util.unflatten_dict(trainable), traverse_util.unflatten_dict(frozen)
 
     @staticmethod
