@@ -64,8 +64,8 @@ def validate(config, num_devices: int | None = None):
     choice(config, "model.encoder.scan", mamba.MAMBA_SCANS)
     if "attention" in m.llm:
         choice(config, "model.llm.attention", attention.ATTENTION_IMPLEMENTATIONS)
-    check(int(m.encoder.get("scan_chunk", 0)) >= 0, "model.encoder.scan_chunk",
-          f"must be >= 0 (0 = one chunk), got {m.encoder.get('scan_chunk')}")
+    if "scan_chunk" in m.encoder:  # 0 = the whole sequence in one chunk
+        positive(config, "model.encoder.scan_chunk", allow_zero=True)
     frames_per_block = a.block_ms // a.hop_ms
     check(m.encoder.subsample * m.encoder.stack == frames_per_block, "model.encoder.stack",
           f"subsample {m.encoder.subsample} x stack {m.encoder.stack} must equal the "
