@@ -193,6 +193,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.train.self_feedback = 0.0  # share of rows fed the model's own speech (scheduled feedback)
     c.train.log_every = 10  # steps between progress lines
     c.train.eval_every = 500  # steps between evaluations
+    # Steps between runs of the suites during training (0 = only after the last step; a
+    # multiple of eval_every): their headline figures join metrics.jsonl as suites/NAME/KEY.
+    c.train.suites_every = 0
     c.train.checkpoint_every = 200  # steps between checkpoints
     c.train.max_consecutive_nonfinite = 10  # non-finite steps in a row before the run stops
     # Persistent XLA compilation cache shared by runs ("" = off): a restart loads its steps.

@@ -60,8 +60,13 @@ def get_config(arg=None):
 
 
 def get_sweep(arg=None):
-    """The sweep `launch/sweep.py --config=configs/tiny.py` expands: the three thinking
-    variants x two peak learning rates (6 runs, every combination)."""
+    """The v2 paper's thinking ablation (its Table 9), each run the main job's budget:
+    explicit <think>/<shift> (v2), implicit (a speak/listen head), negative_ce (v1) with the
+    think term as the paper writes it and bounded (unlikelihood). Run and tabulate with
+      python launch/sweep.py --config=configs/tiny.py --base_workdir=DIR --run
+      python launch/sweep.py --config=configs/tiny.py --base_workdir=DIR --summary"""
     del arg
-    return {"model.thinking": ["explicit", "negative_ce", "implicit"],
-            "train.learning_rate": [1e-3, 3e-3]}
+    return [{"model.thinking": "explicit"},
+            {"model.thinking": "implicit"},
+            {"model.thinking": "negative_ce", "loss.think_form": "paper"},
+            {"model.thinking": "negative_ce", "loss.think_form": "unlikelihood"}]

@@ -22,6 +22,9 @@ with `--prefix` replacing `python -m omni_jax.main` (e.g. a launcher that takes 
 main job's arguments: `sbatch launch/slurm.sbatch`, `python launch/local.py
 --num_processes=2 -- -m omni_jax.main`). EXTRA is whatever follows `--`. `--run` runs the
 lines here, one after another, and stops at the first failure (exit status of that run).
+`--summary` prints instead a markdown table of the finished runs' DIR/report.json: per run
+the headline figures (with 95% intervals) of `SUMMARY_KEYS` and the wall time; a run
+without a report shows as "not run".
 """
 
 from __future__ import annotations
@@ -168,6 +171,48 @@ def plan(config_path: str, base_workdir: str, *, prefix: Sequence[str] | None = 
     return out
 
 
+# (column, suite, metric) of the summary table; the v2 paper's thinking ablation (Table 9)
+# reports turn-taking success and ASR WER.
+SUMMARY_KEYS = (("turn-taking success", "turn_taking", "success_rate"),
+                ("ASR WER", "asr", "wer"),
+                ("barge-in F1 (echo 0)", "barge_in_ci", "f1_echo_0"),
+                ("pause success", "pause_handling", "success_rate"))
+
+
+def _figure(scores: Mapping, metric: str) -> str:
+    value = scores.get(metric)
+    if not isinstance(value, (int, float)):
+        return "n/a"
+    interval = scores.get(f"{metric}_ci95")
+    if isinstance(interval, (list, tuple)) and len(interval) == 2 and None not in interval:
+        return f"{value:.3g} [{interval[0]:.3g}, {interval[1]:.3g}]"
+    return f"{value:.3g}"
+
+
+def summary(runs: Sequence[Run]) -> str:
+    """A markdown table of the runs' reports (`SUMMARY_KEYS`, the step and wall time)."""
+    import json
+
+    head = ["run", *(column for column, _, _ in SUMMARY_KEYS), "step", "wall"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for run in runs:
+        path = Path(run.workdir) / "report.json"
+        if not path.is_file():
+            lines.append(f"| {run.name} | " + " | ".join(["not run"] * (len(head) - 1)) + " |")
+            continue
+        try:
+            report = json.loads(path.read_text())
+        except (OSError, ValueError) as e:
+            raise SweepError(f"{path}: unreadable report ({e})") from None
+        suites = report.get("suites", {})
+        cells = [_figure(suites.get(suite, {}), metric) for _, suite, metric in SUMMARY_KEYS]
+        wall = report.get("wall_seconds")
+        lines.append(f"| {run.name} | " + " | ".join(cells) + f" | {report.get('step')} | "
+                     + (f"{wall / 60:.1f} min" if isinstance(wall, (int, float)) else "n/a")
+                     + " |")
+    return "\n".join(lines)
+
+
 def run_all(runs: Sequence[Run]) -> int:
     """Runs one after another; the exit status of the first failure, else 0."""
     for i, run in enumerate(runs):
@@ -193,12 +238,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="command instead of 'python -m omni_jax.main' (shell words)")
     parser.add_argument("--out", default=None, help="also write the commands to this file")
     parser.add_argument("--run", action="store_true", help="run them here, one after another")
+    parser.add_argument("--summary", action="store_true",
+                        help="print a table of the finished runs' reports instead")
     args = parser.parse_args(argv)
     prefix = shlex.split(args.prefix) if args.prefix else None
     if args.run and prefix is None:
         prefix = [sys.executable, "-m", "omni_jax.main"]  # this interpreter, not PATH's
     try:
         runs = plan(args.config, args.base_workdir, prefix=prefix, extra=extra)
+        if args.summary:
+            print(summary(runs))
+            return 0
     except SweepError as e:
         print(f"sweep: {e}", file=sys.stderr)
         return 2

@@ -122,6 +122,11 @@ def validate(config, num_devices: int | None = None):
     check(config.train.warmup_steps < config.train.steps, "train.warmup_steps",
           f"{config.train.warmup_steps} must be < train.steps={config.train.steps}")
     positive(config, "train.profile_steps", "train.compilation_cache_min_s", allow_zero=True)
+    positive(config, "train.eval_every", "train.suites_every", allow_zero=True)
+    every, suites_every = config.train.eval_every, config.train.suites_every
+    check(not suites_every or (every and suites_every % every == 0), "train.suites_every",
+          f"{suites_every} must be a multiple of train.eval_every={every} (the suites run "
+          "at evaluation steps)")
     positive(config, "checkpoint.keep_last")
     positive(config, "checkpoint.keep_every", allow_zero=True)
     _validate_eval(config)

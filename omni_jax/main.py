@@ -6,7 +6,10 @@ checkpoints, and a report.
 
 A rerun with the same workdir resumes from the newest good checkpoint (state and data
 position). The run ends by writing DIR/report.json and DIR/report.md. TensorBoard events
-and DIR/metrics.jsonl hold the training curves.
+and DIR/metrics.jsonl hold the training curves: the training loss parts, `eval/PART` every
+`train.eval_every` steps and `suites/SUITE/KEY` (headlines, intervals, best baseline) every
+`train.suites_every` steps and after the last (`python -m omni_jax.evaluation.curves`
+draws them).
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from ml_collections import config_flags
 from data_pipelines import corpus, pipeline
 from omni_jax import configuration
 from omni_jax.evaluation import suites as eval_suites
-from omni_jax.train import distributed
+from omni_jax.train import distributed, writers
 from omni_jax.train.trainer import Trainer
 
 FLAGS = flags.FLAGS
@@ -122,11 +125,20 @@ def run(config, workdir: str, mode: str = "train") -> dict:
     if mode == "eval" and trainer.checkpointer.restored_step is None:
         raise SystemExit(f"--mode=eval: no readable checkpoint under {workdir / 'checkpoints'}"
                          " (train first, or point --workdir at a trained run)")
+    writer = writers.make_writer(str(workdir), jax.process_index())
+
+    def periodic_eval(s) -> dict:
+        out = {f"eval/{k}": v
+               for k, v in evaluate(trainer, config, workdir, tokenizer, s.params).items()}
+        every, at = int(config.train.suites_every), int(jax.device_get(s.step))
+        if every and at % every == 0 and at < config.train.steps and jax.process_count() == 1:
+            out.update(eval_suites.scalars(
+                run_suites(trainer, config, workdir, tokenizer, s.params, at)))
+        return out
+
     train_parts, stopped_early, skipped = {}, False, 0
     if mode == "train":
-        result = trainer.fit(
-            state, data_iterator,
-            eval_fn=lambda s: evaluate(trainer, config, workdir, tokenizer, s.params))
+        result = trainer.fit(state, data_iterator, eval_fn=periodic_eval, writer=writer)
         state, train_parts = result.state, result.last_metrics
         stopped_early, skipped = result.stopped_early, result.skipped_samples
     step = int(jax.device_get(state.step))
@@ -140,6 +152,8 @@ def run(config, workdir: str, mode: str = "train") -> dict:
         suites_note = "multi-process run: evaluate with --mode=eval on one process"
     else:
         suite_scores = run_suites(trainer, config, workdir, tokenizer, state.params, step)
+        writer.write_scalars(step, eval_suites.scalars(suite_scores))
+    writer.close()
     extra = dict(devices=jax.device_count(), processes=jax.process_count(),
                  wall_seconds=round(time.time() - started, 1), stopped_early=stopped_early,
                  skipped_samples=skipped, tokenizer_vocab=tokenizer.vocab_size)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -44,13 +45,12 @@ def parse_main_flags(argv):
 
 def test_tiny_sweep_expands_to_valid_runs(tmp_path):
     runs = sweep.plan(TINY, str(tmp_path / "base"), extra=["--config.train.steps=50"])
-    assert len(runs) == 6
     assert [r.name for r in runs] == [
-        "00_thinking-explicit_learning_rate-0.001", "01_thinking-explicit_learning_rate-0.003",
-        "02_thinking-negative_ce_learning_rate-0.001",
-        "03_thinking-negative_ce_learning_rate-0.003",
-        "04_thinking-implicit_learning_rate-0.001", "05_thinking-implicit_learning_rate-0.003"]
-    assert runs[2].overrides == {"model.thinking": "negative_ce", "train.learning_rate": 1e-3}
+        "00_thinking-explicit", "01_thinking-implicit",
+        "02_thinking-negative_ce_think_form-paper",
+        "03_thinking-negative_ce_think_form-unlikelihood"]
+    assert runs[3].overrides == {"model.thinking": "negative_ce",
+                                 "loss.think_form": "unlikelihood"}
     for run in runs:
         assert run.workdir == f"{tmp_path}/base/{run.name}"
         assert run.argv[:3] == ("python", "-m", "omni_jax.main")
@@ -112,7 +112,7 @@ def test_extra_arguments_are_validated_with_the_runs():
         sweep.plan(TINY, "/runs", extra=["--config.train.steps=5"])
     with pytest.raises(sweep.SweepError, match=r"run 00_.*could not parse .*--config.train.nope=5.*'nope'"):
         sweep.plan(TINY, "/runs", extra=["--config.train.nope=5"])
-    assert len(sweep.plan(TINY, "/runs", extra=["--mode=eval"])) == 6  # not a config flag
+    assert len(sweep.plan(TINY, "/runs", extra=["--mode=eval"])) == 4  # not a config flag
 
 
 def test_main_writes_and_runs_commands(tmp_path, capsys):
@@ -228,3 +228,22 @@ def test_gke_job_yaml():
     assert "--config.distributed.num_processes=$(NUM_PROCESSES)" in args
     assert "--config.distributed.initialize=True" in args
     assert container["resources"]["limits"]["nvidia.com/gpu"] >= 1
+
+
+def test_sweep_summary_tabulates_finished_runs_and_names_missing_ones(tmp_path):
+    runs = sweep.plan(TINY, str(tmp_path / "base"))
+    done = Path(runs[1].workdir)
+    done.mkdir(parents=True)
+    (done / "report.json").write_text(json.dumps(dict(step=400, wall_seconds=750.0, suites={
+        "turn_taking": {"success_rate": 0.75, "success_rate_ci95": [0.51, 0.9]},
+        "asr": {"wer": 0.88, "wer_ci95": [0.81, 0.96]}})))
+    table = sweep.summary(runs).splitlines()
+    assert table[0].startswith("| run | turn-taking success | ASR WER |")
+    assert len(table) == 2 + len(runs)
+    assert table[3] == ("| 01_thinking-implicit | 0.75 [0.51, 0.9] | 0.88 [0.81, 0.96] | n/a "
+                        "| n/a | 400 | 12.5 min |")
+    assert table[2].count("not run") == len(table[0].split("|")) - 3
+    (Path(runs[0].workdir)).mkdir(parents=True)
+    (Path(runs[0].workdir) / "report.json").write_text("{broken")
+    with pytest.raises(sweep.SweepError, match="00_thinking-explicit/report.json"):
+        sweep.summary(runs)

@@ -224,6 +224,24 @@ def baseline_entries(runner, suite: Suite, scores: dict) -> dict:
     return out
 
 
+def scalars(report: dict[str, dict[str, Any]]) -> dict[str, float]:
+    """A suites report as flat scalars for the metric writers: `suites/SUITE/KEY` for every
+    finite number (booleans as 0/1), `suites/SUITE/KEY_lo` and `_hi` for its 95% interval
+    (`KEY_ci95`), the best blind baseline's headline as `suites/SUITE/best_baseline`."""
+    out = {}
+    for suite, scores in report.items():
+        for key, value in scores.items():
+            if key == "best_baseline_value":
+                key = "best_baseline"
+            if key.endswith("_ci95") and isinstance(value, (list, tuple)) and len(value) == 2:
+                for end, bound in zip(("lo", "hi"), value):
+                    if isinstance(bound, (int, float)) and math.isfinite(bound):
+                        out[f"suites/{suite}/{key[:-5]}_{end}"] = float(bound)
+            elif isinstance(value, (bool, int, float, np.number)) and math.isfinite(value):
+                out[f"suites/{suite}/{key}"] = float(value)
+    return out
+
+
 def run_suites(model, params, config, tokenizer, *, out_dir: Optional[Path] = None,
                workdir=None) -> dict[str, dict[str, Any]]:
     """Every selected suite's scores ({suite: {metric: value}}); files under `out_dir`.

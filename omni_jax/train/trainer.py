@@ -192,7 +192,9 @@ class Trainer:
     def fit(self, state: TrainState, data_iterator: Iterator[dict],
             eval_fn: Callable[[TrainState], dict] | None = None,
             writer=None) -> FitResult:
-        """Trains until `train.steps` (or SIGTERM); checkpoints, logs and evaluates."""
+        """Trains until `train.steps` (or SIGTERM); checkpoints, logs and evaluates: every
+        `train.eval_every` steps `eval_fn(state)` gives the scalars written at that step
+        under the names it chose (the main job's: `eval/PART`, `suites/SUITE/KEY`)."""
         c = self.config.train
         total = int(c.steps)
         step = int(jax.device_get(state.step))
@@ -227,8 +229,7 @@ class Trainer:
                         print(writers.progress_line(step, total, last, rate, examples, eta,
                                                     keys=names), flush=True)
                 if eval_fn is not None and c.eval_every and step % c.eval_every == 0:
-                    writer.write_scalars(step, {f"eval/{k}": v
-                                                for k, v in eval_fn(state).items()})
+                    writer.write_scalars(step, eval_fn(state))
                 self.checkpointer.save(step, state, saved_iterator)
                 if guard.should_stop_at(step):
                     log.warning("stop requested (SIGTERM): saving step %d and stopping", step)
