@@ -109,7 +109,7 @@ def _stop_probabilities(config, trainer, params, records) -> dict[str, np.ndarra
     return {kind: np.asarray(v) for kind, v in out.items()}
 
 
-# ~8 min on 2 cores (800 steps): behind `slow` (python -m pytest -m slow tests/test_learning.py).
+# ~7 min on 2 cores (800 steps): behind `slow` (python -m pytest -m slow tests/test_learning.py).
 @pytest.mark.slow
 def test_learns_to_stop_on_the_trigger_and_not_on_a_non_stop_word(trained):
     config, trainer, state, held_out = trained
