@@ -12,7 +12,7 @@ neither can an energy detector: the model must hear which words were said.
 
 import numpy as np
 import pytest
-from scipy import stats
+from scipy import special, stats
 
 from configs import tiny
 from data_pipelines import contract, generation, render, tokenizer as tokenizer_lib, world
@@ -103,9 +103,7 @@ def _stop_probabilities(config, trainer, params, records) -> dict[str, np.ndarra
         logits_BxKxNxV = np.asarray(forward(params, trainer.global_batch(_batch(chunk))))
         for b, (kind, first, _) in enumerate(chunk):
             window_WxV = logits_BxKxNxV[b, first:first + timing.stop_window_blocks + 1, 0]
-            probs_WxV = np.exp(window_WxV - window_WxV.max(-1, keepdims=True))
-            probs_WxV /= probs_WxV.sum(-1, keepdims=True)
-            out[kind].append(probs_WxV[:, shift_id].max())
+            out[kind].append(special.softmax(window_WxV, axis=-1)[:, shift_id].max())
     return {kind: np.asarray(v) for kind, v in out.items()}
 
 

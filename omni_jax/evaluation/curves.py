@@ -46,11 +46,6 @@ def series(records: Sequence[dict]) -> dict[str, tuple[list[int], list[float]]]:
             for name, points in by_name.items()}
 
 
-def _is_loss(name: str) -> bool:
-    leaf = name.split("/", 1)[-1]
-    return not name.startswith("suites/") and not leaf.startswith(_NOT_LOSSES)
-
-
 def suite_headlines(curves: dict) -> list[tuple[str, str]]:
     """(suite, headline key) of every catalog suite with a headline point in `curves`."""
     return [(name, suite.headline) for name, suite in SUITES.items()
@@ -64,7 +59,7 @@ def plot(records: Sequence[dict], path: str | Path, title: str = "") -> Path:
     import matplotlib.pyplot as plt
 
     curves = series(records)
-    train_losses = sorted(n for n in curves if "/" not in n and _is_loss(n))
+    train_losses = sorted(n for n in curves if "/" not in n and not n.startswith(_NOT_LOSSES))
     if not train_losses:
         raise CurvesError("no training loss parts in the metrics (is this a run's "
                           "metrics.jsonl?)")
