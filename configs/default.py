@@ -28,6 +28,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.data.num_blocks = 100  # K: blocks per training sequence (8 s at 80 ms)
     c.data.tokens_per_block = 1  # N: LLM tokens per block
     c.data.prompt_len = 24  # P: text-prompt tokens before block 0 (padded)
+    c.data.heard_tokens_per_block = 4  # H: slots per block of the heard words' tokens (CTC)
     c.data.corpus_dir = ""  # where the generated corpus lives; "" = WORKDIR/corpus
     c.data.source = "embedded"  # embedded (generated world) | tfds:NAME (a built dataset)
     c.data.train_dialogues = 2000  # dialogues generated for the train split
@@ -129,6 +130,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.model.encoder.scan = "auto"  # mamba scan in a chunk: auto | associative | sequential
     c.model.encoder.scan_chunk = 32  # mamba scan: frames per rematerialised chunk (0 = one)
     c.model.encoder.max_blocks = 128  # transformer kind: attention window / cache, in blocks
+    c.model.encoder.ctc_head = False  # a CTC head on the encoder over the heard words (loss.ctc)
     c.model.encoder.remat = ""  # remat policy of the encoder layers ("" = model.remat)
 
     c.model.llm = ml_collections.ConfigDict()
@@ -181,6 +183,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.loss.lambda_think = -0.1  # negative_ce: weight at think positions (< 0)
     c.loss.think_form = "paper"  # paper (negative CE) | unlikelihood (-log(1 - p))
     c.loss.speak_head = 1.0  # implicit: weight of the speak/listen head
+    c.loss.ctc = 0.0  # weight of the encoder's CTC loss on data's heard_tokens (needs ctc_head)
 
     # ---- training -----------------------------------------------------------------------
     c.train = ml_collections.ConfigDict()

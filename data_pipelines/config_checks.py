@@ -153,8 +153,8 @@ def validate_data(config):
     the config."""
     _validate_audio(config)
     d = config.data
-    positive(config, "data.num_blocks", "data.tokens_per_block", "data.train_dialogues",
-             "data.max_text_words")
+    positive(config, "data.num_blocks", "data.tokens_per_block", "data.heard_tokens_per_block",
+             "data.train_dialogues", "data.max_text_words")
     positive(config, "data.prompt_len", "data.eval_dialogues", allow_zero=True)
     choice(config, "data.on_bad_sample", BAD_SAMPLE_POLICIES)
     source = get(config, "data.source")

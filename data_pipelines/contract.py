@@ -8,7 +8,7 @@ This is a leaf module (numpy only). Both `data_pipelines` (the producers) and `o
   * the field table of a BlockSequence and a validator that every producer's tests use.
 
 Shapes: K blocks, S = sample_rate * block_ms / 1000 samples per block,
-N = tokens_per_block, P = prompt_len.
+N = tokens_per_block, P = prompt_len, H = heard_tokens_per_block.
 """
 
 from __future__ import annotations
@@ -144,6 +144,10 @@ FIELDS = (
     FieldSpec("prompt_tokens", ("P",), np.dtype(np.int32),
               "text prompt before block 0 (task, persona, text to read), PAD-padded"),
     FieldSpec("prompt_mask", ("P",), np.dtype(np.bool_), "True on real prompt tokens"),
+    FieldSpec("heard_tokens", ("K", "H"), np.dtype(np.int32),
+              "text tokens of the words people (user, third speakers) say in the microphone, "
+              "in the block where each word ends, PAD after them (the encoder's auxiliary "
+              "CTC target; later blocks take what does not fit)"),
 )
 FIELD_NAMES = tuple(f.name for f in FIELDS)
 # Metadata that travels with a record but is never batched into arrays.
@@ -160,6 +164,7 @@ class Dims:
     samples_per_block: int  # S
     tokens_per_block: int  # N
     prompt_len: int  # P
+    heard_tokens_per_block: int = 4  # H (the default of configs older than the field)
 
     @classmethod
     def from_config(cls, config) -> "Dims":
@@ -168,11 +173,13 @@ class Dims:
             samples_per_block=samples_per_block(config.audio.sample_rate, config.audio.block_ms),
             tokens_per_block=config.data.tokens_per_block,
             prompt_len=config.data.prompt_len,
+            heard_tokens_per_block=config.data.get("heard_tokens_per_block", 4),
         )
 
     def shape_of(self, field: FieldSpec, batch: tuple[int, ...] = ()) -> tuple[int, ...]:
         sizes = {"K": self.num_blocks, "S": self.samples_per_block,
-                 "N": self.tokens_per_block, "P": self.prompt_len}
+                 "N": self.tokens_per_block, "P": self.prompt_len,
+                 "H": self.heard_tokens_per_block}
         return batch + tuple(sizes[d] for d in field.shape)
 
 
@@ -227,7 +234,7 @@ def validate(record: Mapping[str, Any], dims: Dims, *, batched: bool = False,
     valid_kinds = [int(k) for k in LabelKind]
     if not np.isin(kinds, valid_kinds).all():
         fail("label_kind", f"values outside {valid_kinds}: {np.unique(kinds).tolist()}")
-    for name in ("tokens", "labels", "prompt_tokens"):
+    for name in ("tokens", "labels", "prompt_tokens", "heard_tokens"):
         ids = arrays[name]
         if ids.size and ids.min() < 0:
             fail(name, f"negative token id {int(ids.min())}")
@@ -272,6 +279,15 @@ def validate(record: Mapping[str, Any], dims: Dims, *, batched: bool = False,
     text_labels = labels[kinds == LabelKind.TEXT]
     if np.isin(text_labels, [PAD_ID, BOS_ID, EOS_ID, *STATE_TOKEN_IDS.values()]).any():
         fail("labels", "a TEXT label is a control or state token")
+
+    heard = arrays["heard_tokens"]
+    if np.isin(heard, [UNK_ID, BOS_ID, EOS_ID, *STATE_TOKEN_IDS.values()]).any():
+        fail("heard_tokens", "a heard token is a control or state token")
+    heard_real = heard != PAD_ID
+    if np.any(heard_real[..., 1:] & ~heard_real[..., :-1]):
+        fail("heard_tokens", "a block's heard tokens must precede its padding")
+    if np.any(heard_real & ~block_mask[..., None]):
+        fail("heard_tokens", "heard tokens on a padding block")
 
     prompt_mask = arrays["prompt_mask"]
     # Real prompt tokens come first, then padding.

@@ -182,6 +182,35 @@ def _token_streams(grid: _Grid, thinking: str) -> tuple[np.ndarray, np.ndarray, 
     return tokens.reshape(shape), labels.reshape(shape), kind.reshape(shape)
 
 
+def _heard_words(event: tl.AudioEvent, sample_rate: int) -> list[tuple[str, float]]:
+    """(word, absolute end time) of an event; without word timings, its text's words spread
+    evenly over the event (a real recording transcribed without an alignment)."""
+    if event.words:
+        return [(w.word, event.start_s + w.end_s) for w in event.words]
+    words = event.text.split()
+    duration = event.duration_s(sample_rate)
+    return [(w, event.start_s + duration * (i + 1) / len(words)) for i, w in enumerate(words)]
+
+
+def _heard_tokens(timeline: tl.Timeline, tokenizer, num_blocks: int, slots: int,
+                  timing: contract.TimingRules) -> np.ndarray:
+    """heard_tokens_KxH: the tokens of every word the user and third speakers say, in the
+    block where the word ends (`timing.heard`), in time order; a block's overflow moves to
+    the next free slots (CTC needs the order, not the block). UNK pieces are left out."""
+    words = sorted((end_s, word) for event in timeline.events
+                   if event.role in (tl.USER, tl.THIRD)
+                   for word, end_s in _heard_words(event, timeline.sample_rate))
+    heard_T = np.full(num_blocks * slots, contract.PAD_ID, np.int32)
+    cursor = 0
+    for end_s, word in words:
+        ids = [i for piece in tokenizer.encode_words(word) for i in piece if i != contract.UNK_ID]
+        cursor = max(cursor, timing.heard(end_s) * slots)
+        kept = ids[:max(heard_T.size - cursor, 0)]
+        heard_T[cursor:cursor + len(kept)] = kept
+        cursor += len(kept)
+    return heard_T.reshape(num_blocks, slots)
+
+
 def _environment(timeline: tl.Timeline, num_samples: int) -> tuple[np.ndarray, float]:
     """The mix of the timeline's events, and the RMS of its user/third speech where active."""
     env_T = np.zeros(num_samples, np.float32)
@@ -230,7 +259,7 @@ def render(timeline: tl.Timeline, *, dims: contract.Dims, timing: contract.Timin
            augment: augment_lib.AugmentConfig | None = None) -> dict[str, Any]:
     """The BlockSequence of `timeline` at its natural length K_real (see `fit_blocks`).
 
-    `dims` gives S, N and P (its num_blocks is not used here). Raises RenderError naming
+    `dims` gives S, N, P and H (its num_blocks is not used here). Raises RenderError naming
     the scenario for a timeline that cannot be rendered.
     """
     where = f"scenario {timeline.scenario!r}"
@@ -285,7 +314,9 @@ def render(timeline: tl.Timeline, *, dims: contract.Dims, timing: contract.Timin
         tokens=tokens_KxN, labels=labels_KxN, label_kind=label_kind_KxN,
         speaking=grid.speaking_K, speech_target=speech_target_T.reshape(shape),
         speech_mask=grid.speaking_K.copy(), block_mask=np.ones(num_blocks, bool),
-        prompt_tokens=prompt_tokens, prompt_mask=prompt_mask)
+        prompt_tokens=prompt_tokens, prompt_mask=prompt_mask,
+        heard_tokens=_heard_tokens(timeline, tokenizer, num_blocks,
+                                   dims.heard_tokens_per_block, timing))
 
     events = json.loads(timeline.events_json())
     for item, info in zip(events["events"][len(timeline.events):], turn_infos):

@@ -113,7 +113,9 @@ def validate(config, num_devices: int | None = None):
         check(config.loss.lambda_think < 0, "loss.lambda_think",
               f"negative_ce needs lambda_think < 0, got {config.loss.lambda_think}")
     positive(config, "loss.text", "loss.speech", "loss.think", "loss.shift",
-             "loss.transition", "loss.speak_head", allow_zero=True)
+             "loss.transition", "loss.speak_head", "loss.ctc", allow_zero=True)
+    check(not config.loss.ctc or m.encoder.ctc_head, "loss.ctc",
+          f"{config.loss.ctc} needs model.encoder.ctc_head=True (the head it trains)")
 
     # Training.
     positive(config, "train.steps", "train.learning_rate", "train.log_every")

@@ -25,6 +25,7 @@ def _record():
     r["env_audio"][:5] = 0.1
     r["prompt_tokens"][:2] = [50, 51]
     r["prompt_mask"][:2] = True
+    r["heard_tokens"][0, :3] = [40, 41, 42]
     return r
 
 
@@ -63,6 +64,10 @@ def _set(field, index, value):
     (_set("prompt_tokens", 2, 7), "prompt_tokens"),
     (_set("block_mask", 5, True), "block_mask"),
     (_set("tokens", (0, 0), 99), "tokens"),  # past vocab_size
+    (_set("heard_tokens", (0, 0), THINK_ID), "heard_tokens"),  # a state token heard
+    (_set("heard_tokens", (1, 1), 40), "heard_tokens"),  # a real token after padding
+    (_set("heard_tokens", (5, 0), 40), "heard_tokens"),  # heard on a padding block
+    (_set("heard_tokens", (0, 0), 99), "heard_tokens"),  # past vocab_size
 ])
 def test_broken_records_name_the_field(mutate, field):
     record = _record()

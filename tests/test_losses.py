@@ -208,3 +208,55 @@ def test_output_names_are_the_parts(thinking):
     _, parts = losses.compute_losses(*_example(), config)
     assert set(parts) == set(losses.output_names(config))
     assert len(losses.output_names(config)) == len(parts)
+
+
+def _ctc_by_enumeration(logits_TxV, label, blank=0):
+    """-log of the summed probability of every frame path that collapses to `label`."""
+    import itertools
+    logp = logits_TxV - np.log(np.exp(logits_TxV).sum(-1, keepdims=True))
+    total = 0.0
+    for path in itertools.product(range(logits_TxV.shape[1]), repeat=logits_TxV.shape[0]):
+        merged = [p for i, p in enumerate(path) if i == 0 or p != path[i - 1]]
+        if [p for p in merged if p != blank] == list(label):
+            total += math.exp(sum(logp[t, p] for t, p in enumerate(path)))
+    return -math.log(total)
+
+
+def test_ctc_labels_move_padding_behind_in_order():
+    heard = jnp.asarray([[[5, 6], [0, 0], [7, 0]], [[0, 0], [0, 0], [0, 0]]], jnp.int32)
+    labels, paddings = losses.ctc_labels(heard)
+    assert labels.tolist() == [[5, 6, 7, 0, 0, 0], [0] * 6]
+    assert paddings.tolist() == [[0, 0, 0, 1, 1, 1], [1] * 6]
+
+
+def test_ctc_loss_hand_computed_per_heard_token():
+    rng = np.random.default_rng(3)
+    logits = rng.normal(size=(2, 5, 4)).astype(np.float32)
+    # Row 0: tokens 2, 2, 3 heard over 4 real blocks (the 5th is padding); row 1: nothing
+    # heard, so it adds nothing.
+    heard = np.zeros((2, 5, 2), np.int32)
+    heard[0, 1] = [2, 0]
+    heard[0, 3] = [2, 3]
+    block_mask = np.array([[1, 1, 1, 1, 0], [1, 1, 1, 1, 1]], bool)
+    got = float(losses.ctc_loss(jnp.asarray(logits), jnp.asarray(heard), jnp.asarray(block_mask)))
+    expected = _ctc_by_enumeration(logits[0, :4].astype(np.float64), [2, 2, 3]) / 3
+    np.testing.assert_allclose(got, expected, rtol=1e-4)
+
+
+def test_ctc_part_weighs_into_the_total_and_trains_the_head():
+    config = _config()
+    config.model.encoder.ctc_head, config.loss.ctc = True, 0.5
+    outputs, batch = _example()
+    rng = np.random.default_rng(1)
+    outputs["heard_logits"] = jnp.asarray(rng.normal(size=(B, K, V)), jnp.float32)
+    batch["heard_tokens"] = jnp.asarray([[[3, 4], [0, 0], [5, 0]], [[0, 0], [6, 0], [0, 0]]],
+                                        jnp.int32)
+    total, parts = losses.compute_losses(outputs, batch, config)
+    unweighted = config.copy_and_resolve_references()
+    unweighted.loss.ctc = 0.0
+    total0, _ = losses.compute_losses(outputs, batch, unweighted)
+    np.testing.assert_allclose(float(total - total0), 0.5 * float(parts["ctc"]), rtol=1e-5)
+    assert float(parts["ctc"]) > 0 and "ctc" in losses.output_names(config)
+    grads = jax.grad(lambda o: losses.compute_losses(o, batch, config)[0])(outputs)
+    assert np.all(np.isfinite(grads["heard_logits"]))
+    assert float(jnp.abs(grads["heard_logits"]).sum()) > 0

@@ -72,6 +72,23 @@ def test_step_equals_scan_equals_parallel(arg):
     assert parallel["mel"].shape == (2, NUM_BLOCKS, 8, 80)
     implicit = dm.config.model.thinking == "implicit"
     assert bool(jnp.any(parallel["speak_logit"] != 0)) == implicit
+    assert "heard_logits" not in parallel  # no CTC head unless configured
+
+
+def test_ctc_head_reads_the_environment_stream_in_every_form():
+    config = _small("interleave,mamba,explicit")
+    config.model.encoder.ctc_head = True
+    dm = DuplexModel.from_config(config)
+    params = dm.init(jax.random.key(0))
+    batch = _batch(dm)
+    parallel = jax.jit(dm.parallel_forward)(params, batch)
+    v = config.data.tokenizer.vocab_size
+    assert parallel["heard_logits"].shape == (2, NUM_BLOCKS, v)
+    _close(parallel, jax.jit(dm.scan_forward)(params, batch))
+    # Only the environment stream is transcribed: the assistant stream does not move it.
+    other = dict(batch, asst_audio=batch["asst_audio"] * 0.0)
+    np.testing.assert_allclose(jax.jit(dm.parallel_forward)(params, other)["heard_logits"],
+                               parallel["heard_logits"], atol=1e-5)
 
 
 # CI: the fusion and encoder kind that step == scan == parallel leaves to `slow`.

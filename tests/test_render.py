@@ -220,6 +220,57 @@ def test_transcript_never_precedes_heard_word_end(tokenizer, n):
     assert not record["speaking"].any()
 
 
+def test_heard_tokens_stand_where_each_word_ends(tokenizer):
+    words = [("what", 0.0, 0.2), ("is", 0.22, 0.4), ("the", 0.42, 0.55), ("zorb", 0.6, 1.2)]
+    question = tl.AudioEvent(tl.USER, "question", 0.4, tone(1.25), speaker="u1",
+                             text="what is the zorb",
+                             words=tuple(tl.WordTime(*w) for w in words))
+    record = run(tl.Timeline("heard_test", SR, 3.0, (question,), ()), tokenizer)
+    check(record, tokenizer)
+    heard_KxH = record["heard_tokens"]
+    for word, _, end_s in words:
+        block = TIMING.heard(0.4 + end_s)
+        ids = tokenizer.encode_words(word)[0][:4]  # H = 4 slots (a longer word spills over)
+        assert heard_KxH[block, :len(ids)].tolist() == ids, word
+    real = heard_KxH[heard_KxH != contract.PAD_ID]
+    assert real.tolist() == [i for w, _, _ in words for i in tokenizer.encode_words(w)[0]]
+
+
+def test_heard_tokens_overflow_keeps_the_order_and_skips_the_assistant(tokenizer):
+    # Two speakers' words end in one block: what does not fit moves to the next slots.
+    user = tl.AudioEvent(tl.USER, "question", 0.1, tone(0.6), speaker="u1",
+                         text="what is the zorb",
+                         words=(tl.WordTime("what", 0.0, 0.2), tl.WordTime("zorb", 0.2, 0.5)))
+    third = tl.AudioEvent(tl.THIRD, "chatter", 0.2, tone(0.4), speaker="t1", text="seven",
+                          words=(tl.WordTime("seven", 0.0, 0.4),))
+    noise = tl.AudioEvent(tl.NOISE, "noise", 0.0, tone(1.0))
+    reply = tl.AssistantTurn(tl.SPEAK, REPLY, 1.2, audio=tone(1.5, 440.0))
+    timeline = tl.Timeline("heard_test", SR, 5.0, (user, third, noise), (reply,))
+    record = render.render(timeline, dims=contract.Dims(100, S, 1, P, heard_tokens_per_block=1),
+                           timing=TIMING, thinking="explicit", tokenizer=tokenizer,
+                           rng=np.random.default_rng(0))
+    contract.validate(record, contract.Dims(K_REAL, S, 1, P, heard_tokens_per_block=1),
+                      vocab_size=tokenizer.vocab_size)
+    expected = [i for w in ("what", "zorb", "seven") for i in tokenizer.encode_words(w)[0]]
+    heard = record["heard_tokens"][:, 0]
+    assert heard[heard != contract.PAD_ID].tolist() == expected  # no word of the reply
+    assert np.flatnonzero(heard != contract.PAD_ID)[0] == TIMING.heard(0.3)
+    assert np.all(np.flatnonzero(heard != contract.PAD_ID) >= TIMING.heard(0.3))
+
+
+def test_heard_tokens_without_word_timings_spread_over_the_event(tokenizer):
+    question = tl.AudioEvent(tl.USER, "question", 0.0, tone(0.8), speaker="u1",
+                             text="what is the zorb")
+    timeline = tl.Timeline("heard_test", SR, 2.0, (question,), ())
+    record = run(timeline, tokenizer)
+    heard_T = record["heard_tokens"].ravel()  # slot = block * H + h
+    ids = [tokenizer.encode_words(w)[0] for w in "what is the zorb".split()]
+    # Four words over 0.8 s end at 0.2, 0.4, 0.6 and 0.8 s: blocks 2, 5, 7 and 10.
+    for block, word_ids in zip((2, 5, 7, 10), ids):
+        first = block * 4
+        assert heard_T[first:first + len(word_ids)].tolist() == word_ids
+
+
 def test_transcript_skips_slots_of_a_reply(tokenizer):
     reply = tl.AssistantTurn(tl.SPEAK, REPLY, 1.2, audio=tone(1.5, 440.0))
     record = run(asr_timeline([("seven", 1.0, 1.3)], turns=(reply,)), tokenizer)

@@ -15,6 +15,8 @@ letters: `omni_jax.models`). Outputs:
   logits     ..xNxV  next-token logits at the block's N token positions
   mel        ..xFxM  the synthesizer's log-mel frames for the block
   speak_logit ..     the implicit variant's speak/listen logit (0 for the other variants)
+  heard_logits ..xV  with `model.encoder.ctc_head`: CTC logits over the tokens of the words
+                     heard in the environment stream (the encoder's auxiliary ASR target)
 All three forms agree to float tolerance (tests/test_omni.py).
 
 Sequence layout. Prompt positions 0..P-1 come first (PAD positions included, in every
@@ -83,6 +85,12 @@ class OmniModel(nn.Module):
         if m.thinking == "implicit":
             self.speak_head = layers.Dense(1, ("embed", None), use_bias=True,
                                            dtype=layers.compute_dtype(m.dtype))
+        if has_ctc_head(self.config):
+            # On the encoder's own output (before the connector): it is the encoder that
+            # must tell the heard words apart.
+            self.ctc_head = layers.Dense(self.config.data.tokenizer.vocab_size,
+                                         ("embed", "vocab"), use_bias=True,
+                                         dtype=layers.compute_dtype(m.dtype))
 
     # ---- shapes ---------------------------------------------------------------------------
 
@@ -100,6 +108,14 @@ class OmniModel(nn.Module):
             return jnp.zeros(hidden_BxKxNxD.shape[:2], jnp.float32)
         return self.speak_head(hidden_BxKxNxD[:, :, -1])[..., 0].astype(jnp.float32)
 
+    def _heard(self, outputs: dict, emb_2BxKxE: jax.Array, batch: int) -> dict:
+        """Adds `heard_logits` (environment rows only) when the model has a CTC head."""
+        if has_ctc_head(self.config):
+            logits_BxKxV = self.ctc_head(emb_2BxKxE[:batch]).astype(jnp.float32)
+            outputs["heard_logits"] = layers.constrain(logits_BxKxV,
+                                                       ("batch", "blocks", "vocab"))
+        return outputs
+
     def _embed_audio(self, emb_2BxKxE: jax.Array, batch: int):
         """Encoder output for both streams (stacked on batch) -> env, asst at LLM width."""
         x_2BxKxD = self.connector(emb_2BxKxE)
@@ -111,7 +127,8 @@ class OmniModel(nn.Module):
         b, k, s = env_audio_BxKxS.shape
         n, p = tokens_BxKxN.shape[2], prompt_tokens_BxP.shape[1]
         audio_2BxT = jnp.concatenate([env_audio_BxKxS, asst_audio_BxKxS]).reshape(-1, k * s)
-        env_BxKxD, asst_BxKxD = self._embed_audio(self.encoder(self.frontend(audio_2BxT)), b)
+        emb_2BxKxE = self.encoder(self.frontend(audio_2BxT))
+        env_BxKxD, asst_BxKxD = self._embed_audio(emb_2BxKxE, b)
         tok_BxKxNxD = self.llm.embed(tokens_BxKxN.reshape(b, k * n)).reshape(b, k, n, -1)
         prompt_BxPxD = self.llm.embed(prompt_tokens_BxP)
         per_block = self.positions_per_block
@@ -141,8 +158,9 @@ class OmniModel(nn.Module):
         logits_BxTxV, hidden_BxTxD = self.llm(x_BxTxD, positions_BxT, None, memory_BxUxD,
                                               memory_mask_1xTxU, output_index=token_index)
         hidden_BxKxNxD = hidden_BxTxD.reshape(b, k, n, -1)
-        return dict(logits=logits_BxTxV.reshape(b, k, n, -1), mel=self.synth(hidden_BxKxNxD),
-                    speak_logit=self._speak_logit(hidden_BxKxNxD))
+        outputs = dict(logits=logits_BxTxV.reshape(b, k, n, -1), mel=self.synth(hidden_BxKxNxD),
+                       speak_logit=self._speak_logit(hidden_BxKxNxD))
+        return self._heard(outputs, emb_2BxKxE, b)
 
     # ---- streaming form -------------------------------------------------------------------
 
@@ -178,9 +196,17 @@ class OmniModel(nn.Module):
         mel_BxFxM, synth_cache = self.synth.step(hidden_BxNxD, carry["synth"])
         outputs = dict(logits=logits_BxNxV, mel=mel_BxFxM,
                        speak_logit=self._speak_logit(hidden_BxNxD[:, None])[:, 0])
+        outputs = self._heard(outputs, emb_2Bx1xE, b)
+        if "heard_logits" in outputs:
+            outputs["heard_logits"] = outputs["heard_logits"][:, 0]  # BxV: one per block
         carry = dict(frontend=frontend_state, encoder=encoder_state, llm=llm_cache,
                      synth=synth_cache)
         return carry, outputs
+
+
+def has_ctc_head(config) -> bool:
+    """Whether the model has the encoder's CTC head (`model.encoder.ctc_head`)."""
+    return bool(config.model.encoder.get("ctc_head", False))
 
 
 def positions_per_block(config) -> int:

@@ -24,6 +24,9 @@ Parts (all in `parts`, every one logged; names are identifiers so that they can 
                 unlikelihood  -log(1 - p(label)), weight |lambda_think| (>= 0, bounded)
   implicit    speak: BCE of speak_logit vs speaking on real blocks (loss.speak_head);
               think: CE on THINK (loss.think)
+  ctc         with model.encoder.ctc_head: CTC of heard_logits (one frame per real block)
+              against heard_tokens in order, blank = PAD; a mean per heard token
+              (loss.ctc)
 Metrics (not in the total): speech_l1, speech_l2, acc_<part> = top-1 accuracy on that
 part's positions (negative_ce acc_think: how often the unwanted transition token is still
 the argmax; it should fall), acc_speak = speak-head accuracy.
@@ -37,8 +40,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from data_pipelines.contract import LabelKind
+from data_pipelines.contract import PAD_ID, LabelKind
 from omni_jax.audio.frontend import LogMelFrontend
+from omni_jax.models import omni
 
 # `loss.think_form`: the negative_ce think term as the paper writes it, or bounded.
 THINK_FORMS = ("paper", "unlikelihood")
@@ -71,6 +75,8 @@ def loss_weights(config) -> dict[str, float]:
         weights.update(think=loss.think, speak=loss.speak_head)
     else:
         raise ValueError(f"unknown model.thinking {variant!r}")
+    if omni.has_ctc_head(config):
+        weights["ctc"] = loss.ctc
     return {name: float(w) for name, w in weights.items()}
 
 
@@ -119,6 +125,30 @@ def _token_terms(logits_BxKxNxV: jax.Array, labels_BxKxN: jax.Array):
     return logp_BxKxN, hit_BxKxN.astype(jnp.float32)
 
 
+def ctc_labels(heard_tokens_BxKxH: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """(labels_BxL, label_paddings_BxL), L = K*H: each row's real tokens first, in order
+    (a stable sort moves the PAD slots between blocks to the end)."""
+    b = heard_tokens_BxKxH.shape[0]
+    tokens_BxL = heard_tokens_BxKxH.reshape(b, -1)
+    is_pad_BxL = tokens_BxL == PAD_ID
+    order_BxL = jnp.argsort(is_pad_BxL, axis=1, stable=True)
+    labels_BxL = jnp.take_along_axis(tokens_BxL, order_BxL, axis=1)
+    return labels_BxL, jnp.take_along_axis(is_pad_BxL, order_BxL, axis=1).astype(jnp.float32)
+
+
+def ctc_loss(heard_logits_BxKxV: jax.Array, heard_tokens_BxKxH: jax.Array,
+             block_mask_BxK: jax.Array) -> jax.Array:
+    """CTC per heard token over the batch: sum of the sequences' CTC losses / their tokens;
+    a sequence with no heard token adds nothing (0 when the batch has none)."""
+    labels_BxL, label_paddings_BxL = ctc_labels(heard_tokens_BxKxH)
+    logit_paddings_BxK = 1.0 - block_mask_BxK.astype(jnp.float32)
+    per_seq_B = optax.ctc_loss(heard_logits_BxKxV.astype(jnp.float32), logit_paddings_BxK,
+                               labels_BxL, label_paddings_BxL, blank_id=PAD_ID)
+    num_tokens_B = jnp.sum(1.0 - label_paddings_BxL, axis=1)
+    per_seq_B = jnp.where(num_tokens_B > 0, per_seq_B, 0.0)
+    return jnp.sum(per_seq_B) / jnp.maximum(jnp.sum(num_tokens_B), 1.0)
+
+
 def compute_losses(outputs: dict, batch: dict, config) -> tuple[jax.Array, dict]:
     """(total, parts): see the module docstring for the parts and their normalisation."""
     variant = config.model.thinking
@@ -154,6 +184,9 @@ def compute_losses(outputs: dict, batch: dict, config) -> tuple[jax.Array, dict]
         parts["speak"] = masked_mean(bce_BxK, block_BxK)
         parts["acc_speak"] = masked_mean(((logit_BxK > 0) == speaking_BxK).astype(jnp.float32),
                                          block_BxK)
+
+    if "ctc" in weights:
+        parts["ctc"] = ctc_loss(outputs["heard_logits"], batch["heard_tokens"], block_BxK)
 
     total = sum(w * parts[name] for name, w in weights.items())
     parts["loss"] = total
