@@ -19,8 +19,15 @@ STAGE_FROZEN = {
     "stage2": (r"encoder/.*", LLM_BASE),
     # DPO on barge-in/backchannel pairs trains what stage 2 trains.
     "dpo": (r"encoder/.*", LLM_BASE),
+    # DPO of a model trained without LoRA (the tiny one): the connector and the LLM; the
+    # synthesizer is not scored by DPO and stays.
+    "dpo_no_lora": (r"encoder/.*", r"synth/.*"),
     "full": (),
 }
+# The scenarios that make preference pairs (data_pipelines.preferences.PAIR_SCENARIOS; a
+# test keeps the two equal: configs import nothing from the library).
+PAIR_SCENARIOS = ("barge_in_ci", "barge_in_echo", "barge_in_cd", "backchannel",
+                  "third_speaker", "pause")
 
 
 def stage_frozen_patterns(stage: str) -> tuple[str, ...]:
@@ -40,6 +47,25 @@ def stage(name: str, scenarios=None, lora_rank: int = 8):
             for scenario in config.data.scenarios:
                 if scenario not in scenarios:
                     config.data.scenarios[scenario] = 0.0
+    return apply
+
+
+def dpo_stage(pattern: str = "dpo", learning_rate: float = 1e-6, steps: int = 40,
+              lora_rank: int = 8):
+    """A variant: stage 3, DPO on preference pairs of the pair scenarios (every other
+    scenario's weight 0), starting from `train.init_from` (the stage-2 run directory, set
+    on the command line) with freeze patterns `pattern`. The paper: lr 1e-6, 10-40 steps."""
+    def apply(config):
+        if pattern == "dpo":
+            config.model.llm.lora_rank = config.model.llm.lora_rank or lora_rank
+        config.train.objective = "dpo"
+        config.train.frozen = stage_frozen_patterns(pattern)
+        config.train.learning_rate = learning_rate
+        config.train.steps = steps
+        config.train.warmup_steps = 0
+        for scenario in config.data.scenarios:
+            if scenario not in PAIR_SCENARIOS:
+                config.data.scenarios[scenario] = 0.0
     return apply
 
 

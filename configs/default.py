@@ -183,6 +183,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.loss.lambda_think = -0.1  # negative_ce: weight at think positions (< 0)
     c.loss.think_form = "paper"  # paper (negative CE) | unlikelihood (-log(1 - p))
     c.loss.speak_head = 1.0  # implicit: weight of the speak/listen head
+    c.loss.dpo_beta = 0.1  # DPO: beta of the sigmoid loss
+    c.loss.dpo_sft = 0.0  # DPO: weight of the SFT loss on the chosen side
     c.loss.ctc = 0.0  # weight of the encoder's CTC loss on data's heard_tokens (needs ctc_head)
 
     # ---- training -----------------------------------------------------------------------
@@ -193,6 +195,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.train.weight_decay = 0.01  # AdamW weight decay
     c.train.grad_clip = 1.0  # global-norm clipping
     c.train.frozen = ()  # parameter-path regexes kept frozen
+    c.train.objective = "sft"  # sft (the losses) | dpo (stage 3: preference pairs)
+    c.train.init_from = ""  # a run directory whose newest checkpoint's params start this run
     c.train.self_feedback = 0.0  # share of rows fed the model's own speech (scheduled feedback)
     c.train.log_every = 10  # steps between progress lines
     c.train.eval_every = 500  # steps between evaluations

@@ -5,7 +5,8 @@
                SwiGLU 14336, vocab 128256, RoPE theta 500000; LoRA rank 32 on q, k, v, o
   synthesizer  ~0.5B (the paper fine-tunes CosyVoice2-0.5B): 24 layers, d=1280
 Stage 1 (the default variant) trains the connector and LoRA only (encoder and LLM frozen);
-`:stage2` adds the synthesizer. Other variants as in tiny.py.
+`:stage2` adds the synthesizer; `:stage3` is DPO (LoRA and connector, lr 1e-6, 40 steps,
+--config.train.init_from=STAGE2_RUN). Other variants as in tiny.py.
 
   python -m omni_jax.benchmarks --config=configs/salmonn_omni_8b.py --what=params
 
@@ -41,4 +42,5 @@ def get_config(arg=None):
     c.model.dtype = "bfloat16"
     c.model.remat = "dots_no_batch"
     c.train.learning_rate = 4e-5  # stage 1 in the paper
-    return common.apply_variants(c, arg or "stage1", tiny.VARIANTS)
+    variants = dict(tiny.VARIANTS, stage3=common.dpo_stage("dpo"))  # the paper's: lr 1e-6, 40 steps
+    return common.apply_variants(c, arg or "stage1", variants)

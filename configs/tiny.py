@@ -15,6 +15,10 @@ Variants (comma-separated, e.g. `--config=configs/tiny.py:negative_ce,cross_atte
                                       synthesizer frozen); stage 2 adds the synthesizer and
                                       the duplex scenarios (encoder and LLM base frozen).
                                       Start stage 2 from a stage-1 workdir's checkpoint.
+  stage3                              DPO on preference pairs (barge-in, backchannels,
+                                      third speakers, echo, pauses) from a trained run:
+                                      --config.train.init_from=RUN (its params start the
+                                      run and are the frozen reference)
 """
 
 from configs import common, default
@@ -29,6 +33,9 @@ VARIANTS = {
     "transformer": ("model.encoder.kind", "transformer"),
     "stage1": common.stage("stage1", scenarios=("asr", "qa")),
     "stage2": common.stage("stage2"),
+    # Stage 3 (DPO) of the tiny model, trained without LoRA: connector + LLM. Needs
+    # --config.train.init_from=STAGE2_WORKDIR.
+    "stage3": common.dpo_stage("dpo_no_lora", learning_rate=2e-5, steps=60),
 }
 
 

@@ -75,8 +75,11 @@ def real_corpus_texts(config, workdir: str | os.PathLike | None = None) -> list[
     return texts
 
 
+TOKENIZER_FILE = "tokenizer.model"  # a run's tokenizer, in its workdir by default
+
+
 def tokenizer_path(config, workdir: str | os.PathLike) -> Path:
-    return Path(config.data.tokenizer.path or Path(workdir) / "tokenizer.model")
+    return Path(config.data.tokenizer.path or Path(workdir) / TOKENIZER_FILE)
 
 
 def with_real_corpus_dir(config, workdir: str | os.PathLike):

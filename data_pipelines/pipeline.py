@@ -40,7 +40,7 @@ import numpy as np
 from absl import flags, logging
 
 from data_pipelines import augment as augment_lib
-from data_pipelines import contract, corpus, render, serialize
+from data_pipelines import contract, corpus, preferences, render, serialize
 from data_pipelines.scenarios import seeds
 from data_pipelines.sources import timelines
 from data_pipelines.timeline import Timeline
@@ -48,6 +48,7 @@ from data_pipelines.timeline import Timeline
 RENDER_STREAM = 1  # rng stream tag of the shuffle seed (rendering uses seeds.rng "render")
 SKIPPED = contract.SKIPPED
 _BAD = "__bad_record__"  # marker key of an element whose record was skipped
+_NO_PAIR = "__no_pair__"  # marker key of a dialogue without a decision (pairs only)
 
 
 class BadSampleError(ValueError):
@@ -58,8 +59,9 @@ class _RenderRecord:
     """(position, record index) -> rendered element; pickles into Grain workers."""
 
     def __init__(self, config, split: str, source: Sequence[Timeline], tokenizer, seed: int,
-                 shard_len: int, augment: bool, keep_metadata: bool):
+                 shard_len: int, augment: bool, keep_metadata: bool, pairs: bool = False):
         self.source = source
+        self.pairs = pairs
         self.split = split
         self.tokenizer = tokenizer
         self.seed = seed
@@ -79,9 +81,13 @@ class _RenderRecord:
         timeline = None
         try:
             timeline = self.source[record_index]
+            if self.pairs:
+                return self._pair(timeline, rng, record_index, epoch)
             record = render.render_fixed(
                 timeline, dims=self.dims, timing=self.timing, thinking=self.thinking,
                 tokenizer=self.tokenizer, rng=rng, augment=self.augment, crop=self.crop)
+        except preferences.NoDecision:
+            return {_NO_PAIR: record_index}
         except ValueError as e:
             scenario = timeline.scenario if timeline is not None else "unknown"
             message = (f"{self.split} record {record_index} (scenario {scenario}, epoch "
@@ -90,7 +96,22 @@ class _RenderRecord:
                 raise BadSampleError(message) from e
             logging.warning("skipping bad %s", message)
             return {_BAD: record_index}
-        element = {name: record[name] for name in contract.FIELD_NAMES}
+        return self._element(record, {name: record[name] for name in contract.FIELD_NAMES},
+                             record_index, epoch)
+
+    def _pair(self, timeline: Timeline, rng, record_index: int, epoch: int) -> dict[str, Any]:
+        pair = preferences.render_pair(
+            timeline, dims=self.dims, timing=self.timing, thinking=self.thinking,
+            tokenizer=self.tokenizer, rng=rng, augment=self.augment)
+        chosen, rejected = pair["chosen"], pair["rejected"]
+        element = {name: np.stack([chosen[name], rejected[name]])
+                   for name in contract.FIELD_NAMES}
+        element[preferences.DECISION_BLOCK] = np.int32(pair["decision_block"])
+        if self.keep_metadata:
+            element.update(pair_kind=pair["kind"], pair_how=pair["how"])
+        return self._element(chosen, element, record_index, epoch)
+
+    def _element(self, record, element: dict, record_index: int, epoch: int) -> dict:
         if self.keep_metadata:
             element.update(scenario=record["scenario"], events=record["events"],
                            record_index=np.int64(record_index), epoch=np.int64(epoch))
@@ -119,8 +140,16 @@ class _CountSkipsIterator(grain.DatasetIterator):
         self._pending = 0  # markers seen since the last element (part of the state)
 
     def __next__(self) -> dict[str, Any]:
+        passed = 0  # dialogues without a decision (pairs): not bad, not counted
         while True:
             element = next(self._parent)
+            if _NO_PAIR in element:
+                passed += 1
+                if passed >= self._max_consecutive:
+                    raise BadSampleError(f"{passed} consecutive dialogues made no preference "
+                                         "pair: is data.scenarios set to pair scenarios "
+                                         f"({', '.join(preferences.PAIR_SCENARIOS)})?")
+                continue
             if _BAD not in element:
                 element[SKIPPED] = np.int32(self._pending)
                 self._pending = 0
@@ -164,14 +193,17 @@ def make_dataset(config, split: str, tokenizer, *, seed: int, process_index: int
                  process_count: int = 1, source: Sequence[Timeline] | None = None,
                  num_epochs: int | None = None, keep_metadata: bool = False,
                  augment: bool = True, workdir: str | os.PathLike | None = None,
-                 ) -> grain.IterDataset:
+                 pairs: bool | None = None) -> grain.IterDataset:
     """The per-process batch stream of `split` (see the module docstring).
 
     `source` defaults to `sources.timelines.open_source(config, workdir, split)`.
     `num_epochs` None means `config.data.pipeline.num_epochs` (-1: forever); the last
     partial batch of a finite run is dropped. `keep_metadata` adds record_index, epoch,
     scenario and events to each batch; `augment=False` renders the clean environment (plus
-    the scenario's echo). An iterator state restores only into a dataset made with the same
+    the scenario's echo). `pairs` (default: `train.objective == "dpo"`) makes each element a
+    preference pair (`data_pipelines.preferences`): every contract field stacked as
+    [chosen, rejected] on a second axis (Bx2x...), plus `decision_block` (B,) int32;
+    dialogues without a decision are passed over. An iterator state restores only into a dataset made with the same
     arguments and worker_count (the batches themselves do not depend on worker_count).
     """
     p = config.data.pipeline
@@ -191,8 +223,10 @@ def make_dataset(config, split: str, tokenizer, *, seed: int, process_index: int
         shuffle_seed = int(np.random.SeedSequence([seed, RENDER_STREAM]).generate_state(1)[0])
         indices = indices.shuffle(seed=shuffle_seed)
     indices = indices.repeat(num_epochs)
+    if pairs is None:
+        pairs = config.train.get("objective", "sft") == "dpo"
     renderer = _RenderRecord(config, split, source, tokenizer, seed, shard_len, augment,
-                             keep_metadata)
+                             keep_metadata, pairs)
     batch_size = p.batch_size // process_count
     # Threads overlap the numpy work (much of it releases the GIL) with reading.
     read_options = grain.ReadOptions(num_threads=2, prefetch_buffer_size=2 * batch_size)

@@ -16,7 +16,7 @@ from data_pipelines.config_checks import (ConfigError, check, choice, get, posit
 from omni_jax.audio import vocoder
 from omni_jax.evaluation import catalog, recognizer
 from omni_jax.models import attention, encoder, layers, llm, mamba, omni, pretrained
-from omni_jax.train import losses, sharding
+from omni_jax.train import losses, preference, sharding
 
 __all__ = ["ConfigError", "validate"]
 
@@ -117,7 +117,15 @@ def validate(config, num_devices: int | None = None):
     check(not config.loss.ctc or m.encoder.ctc_head, "loss.ctc",
           f"{config.loss.ctc} needs model.encoder.ctc_head=True (the head it trains)")
 
+    positive(config, "loss.dpo_sft", allow_zero=True)
+
     # Training.
+    choice(config, "train.objective", preference.OBJECTIVES)
+    if config.train.objective == "dpo":
+        check(bool(config.train.init_from), "train.init_from",
+              "DPO needs the stage-2 run directory (its parameters start the run and are "
+              "the frozen reference)")
+        positive(config, "loss.dpo_beta")
     positive(config, "train.steps", "train.learning_rate", "train.log_every")
     positive(config, "train.warmup_steps", "train.weight_decay", "train.grad_clip",
              allow_zero=True)

@@ -15,6 +15,7 @@ draws them).
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -42,8 +43,15 @@ def define_flags():
 
 
 def prepare_data(config, workdir: Path):
-    """Tokenizer and corpus under `workdir` (built once, by process 0)."""
+    """Tokenizer and corpus under `workdir` (built once, by process 0). A run started from
+    another (`train.init_from`) takes that run's tokenizer: its parameters speak it."""
     if jax.process_index() == 0:
+        init_from = config.train.get("init_from")
+        target = corpus.tokenizer_path(config, workdir)
+        if init_from and not target.exists():
+            source = Path(init_from).expanduser() / corpus.TOKENIZER_FILE
+            if source.is_file():
+                shutil.copyfile(source, target)
         corpus.build_tokenizer(config, corpus.tokenizer_path(config, workdir))
         corpus.ensure_corpus(config, workdir)
     if jax.process_count() > 1:

@@ -28,11 +28,11 @@ import numpy as np
 import optax
 from clu import metrics as clu_metrics
 
-from data_pipelines import contract
+from data_pipelines import contract, preferences
 from omni_jax.audio.feedback import Feedback
 from omni_jax.models import pretrained
 from omni_jax.models.omni import DuplexModel
-from omni_jax.train import checkpoint, losses, optim, sharding, writers
+from omni_jax.train import checkpoint, losses, optim, preference, sharding, writers
 from omni_jax.train import state as state_lib
 from omni_jax.train.state import TrainState
 
@@ -80,6 +80,10 @@ class Trainer:
         self.optimizer = optim.make_optimizer(config, jax.eval_shape(self.model.init,
                                                                      jax.random.key(0)))
         self.metrics = step_metrics(config)
+        self.objective = objective(config)
+        # DPO's frozen reference: the `train.init_from` parameters, read once (not trained,
+        # not in the train state, so never saved again).
+        self.reference_params = None
         self.abstract_state, self.state_shardings = state_lib.abstract_train_state(
             self.model.init, self.optimizer, self.mesh, self.rules)
         self._train_step = None
@@ -96,7 +100,27 @@ class Trainer:
         if load_pretrained and self.config.model.llm.get("pretrained_path"):
             # AdamW's moments start at zero whatever the values, so only params change.
             state = state.replace(params=pretrained.replace_llm_params(state.params, self.config))
+        if self.config.train.get("init_from"):
+            # A copy: the state's params are donated to the step, the reference must stay.
+            state = state.replace(params=jax.tree.map(jnp.copy, self.initial_params()))
         return state
+
+    def initial_params(self):
+        """The parameters of `train.init_from` (a run directory: its newest readable
+        checkpoint), laid out as this run's; read once and kept (DPO's reference)."""
+        if self.reference_params is None:
+            source = Path(self.config.train.init_from).expanduser()
+            if not (source / "checkpoints").is_dir():
+                raise checkpoint.CheckpointError(
+                    f"train.init_from={source}: no checkpoints folder (a run directory, e.g. "
+                    "the stage-2 workdir)")
+            reader = checkpoint.Checkpointer(source / "checkpoints", read_only=True)
+            try:
+                self.reference_params = reader.restore_params(self.abstract_state.params)
+            finally:
+                reader.close()
+            log.info("initial parameters from %s step %d", source, reader.restored_step)
+        return self.reference_params
 
     def restore_or_init(self, data_iterator=None) -> TrainState:
         """The newest readable checkpoint (with the data iterator's position), or init."""
@@ -134,11 +158,16 @@ class Trainer:
         kept_BxKxFxM = jnp.where(own_BxK[..., None, None], own_BxKxFxM, reference_BxKxFxM)
         return self.feedback.model_inputs(batch, kept_BxKxFxM)
 
-    def _loss_fn(self, params, batch, step=None):
+    def _loss_fn(self, params, batch, step=None, reference=None):
+        if self.objective == "dpo":
+            def forward(p, rows):
+                return self.model.parallel_forward(p, self.feedback.model_inputs(rows))
+            return preference.compute_dpo_losses(forward, params, reference, batch,
+                                                 self.config)
         outputs = self.model.parallel_forward(params, self.model_inputs(params, batch, step))
         return losses.compute_losses(outputs, batch, self.config)
 
-    def _step(self, state: TrainState, batch: dict, param_shardings
+    def _step(self, state: TrainState, batch: dict, reference=None, *, param_shardings
               ) -> tuple[TrainState, clu_metrics.Collection]:
         # Only the trainable subtree is differentiated: the frozen one is a constant of the
         # loss, so neither its weight gradients nor a backward pass through frozen parts
@@ -147,7 +176,8 @@ class Trainer:
         trainable_shardings, _ = self.optimizer.split(param_shardings)
 
         def loss_of_trainable(trainable):
-            return self._loss_fn(self.optimizer.merge(trainable, frozen), batch, state.step)
+            return self._loss_fn(self.optimizer.merge(trainable, frozen), batch, state.step,
+                                 reference)
 
         (loss, parts), grads = jax.value_and_grad(loss_of_trainable, has_aux=True)(trainable)
         # Gradients laid out like their parameters (left to XLA, some came out replicated).
@@ -163,7 +193,10 @@ class Trainer:
         (the benchmarks' ahead-of-time compile)."""
         state_shardings = state_shardings or self.state_shardings
         step = functools.partial(self._step, param_shardings=state_shardings.params)
-        return jax.jit(step, in_shardings=(state_shardings, self.batch_sharding),
+        in_shardings = (state_shardings, self.batch_sharding)
+        if self.objective == "dpo":  # (state, batch, reference params)
+            in_shardings += (state_shardings.params,)
+        return jax.jit(step, in_shardings=in_shardings,
                        out_shardings=(state_shardings, None), donate_argnums=0)
 
     def train_step(self, state: TrainState, batch: dict
@@ -173,19 +206,28 @@ class Trainer:
         if self._train_step is None:
             self._train_step = self.jitted_train_step()
         with sharding.activate(self.mesh, self.rules):
+            if self.objective == "dpo":
+                return self._train_step(state, batch, self.initial_params())
             return self._train_step(state, batch)
 
     def eval_step(self, params, batch: dict) -> dict:
         """Loss parts on a global batch, no update."""
         if self._eval_step is None:
             self._eval_step = jax.jit(
-                lambda params, batch: self._loss_fn(params, batch)[1],
-                in_shardings=(self.state_shardings.params, self.batch_sharding))
+                lambda params, batch, reference: self._loss_fn(params, batch, None,
+                                                               reference)[1],
+                in_shardings=(self.state_shardings.params, self.batch_sharding,
+                              self.state_shardings.params if self.objective == "dpo"
+                              else None))
+        reference = self.initial_params() if self.objective == "dpo" else None
         with sharding.activate(self.mesh, self.rules):
-            return self._eval_step(params, batch)
+            return self._eval_step(params, batch, reference)
 
     def global_batch(self, local_batch: dict) -> dict:
-        return sharding.global_batch({k: local_batch[k] for k in BATCH_FIELDS}, self.mesh)
+        fields = BATCH_FIELDS
+        if self.objective == "dpo":
+            fields += (preferences.DECISION_BLOCK,)
+        return sharding.global_batch({k: local_batch[k] for k in fields}, self.mesh)
 
     # ---- the loop -------------------------------------------------------------------------
 
@@ -200,7 +242,8 @@ class Trainer:
         step = int(jax.device_get(state.step))
         writer = writer or writers.make_writer(str(self.workdir), jax.process_index())
         throughput = writers.Throughput(self.config.data.pipeline.batch_size, total)
-        names = losses.part_names(self.config)
+        names = (preference.part_names(self.config) + ("reward_margin", "reward_accuracy")
+                 if self.objective == "dpo" else losses.part_names(self.config))
         window = None  # the clu metrics merged since the last log step
         skipped, stopped_early, last = 0, False, {}
         throughput.update(step)
@@ -284,10 +327,16 @@ def step_metrics(config) -> type[clu_metrics.Collection]:
     """The train step's metrics: every loss part and the gradient norm averaged over the
     steps of a log window; `nonfinite` is a counter, so its latest value (an average of
     1, 2, 3 would hide a run that reached the stop limit)."""
-    names = (*losses.output_names(config), "grad_norm")
+    names = (*(preference.output_names(config) if objective(config) == "dpo"
+               else losses.output_names(config)), "grad_norm")
     return clu_metrics.Collection.create(
         nonfinite=clu_metrics.LastValue.from_output("nonfinite"),
         **{name: clu_metrics.Average.from_output(name) for name in names})
+
+
+def objective(config) -> str:
+    """`train.objective` (configs older than the field train the SFT losses)."""
+    return config.train.get("objective", "sft")
 
 
 def computed(metrics: clu_metrics.Collection) -> dict[str, float]:

@@ -1,0 +1,209 @@
+"""Stage 3 (DPO): preference pairs from the scenario generators, the DPO loss by hand, and
+its gradient at policy == reference on the real model."""
+
+import collections
+import math
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from configs import common, tiny
+from data_pipelines import augment, contract, preferences, scenarios, voices
+from data_pipelines import tokenizer as tok
+from data_pipelines import world
+from data_pipelines.contract import LabelKind as LK
+from omni_jax import configuration
+from omni_jax.audio.feedback import Feedback
+from omni_jax.models.omni import DuplexModel
+from omni_jax.train import preference
+
+SEEDS = range(6)
+
+
+def small_config():
+    config = tiny.get_config()
+    config.data.voices.num_user = 3
+    config.data.voices.num_eval_user = 2
+    config.data.voices.num_third = 2
+    return config
+
+
+@pytest.fixture(scope="module")
+def world_setup(tmp_path_factory):
+    config = small_config()
+    synth = voices.Synthesizer(config.audio.sample_rate, max_words=config.data.max_text_words)
+    tokenizer = tok.train_tokenizer(world.all_texts(), config.data.tokenizer.vocab_size,
+                                    config.data.tokenizer.model_type,
+                                    tmp_path_factory.mktemp("tok") / "t.model")
+    return config, scenarios.make_context(config, "train", synth), tokenizer
+
+
+@pytest.fixture(scope="module")
+def pairs(world_setup):
+    config, ctx, tokenizer = world_setup
+    dims = contract.Dims.from_config(config)
+    timing = contract.TimingRules.from_config(config)
+    out = []
+    for name in preferences.PAIR_SCENARIOS:
+        for seed in SEEDS:
+            rng = np.random.default_rng(seed)
+            timeline = scenarios.SCENARIOS[name](rng, ctx)
+            try:
+                pair = preferences.render_pair(
+                    timeline, dims=dims, timing=timing, thinking="explicit",
+                    tokenizer=tokenizer, rng=rng,
+                    augment=augment.AugmentConfig.from_config(config))
+            except preferences.NoDecision:
+                continue
+            out.append((timeline, pair))
+    return config, tokenizer, out
+
+
+def test_pairs_are_valid_records_that_differ_only_from_the_decision(pairs):
+    config, tokenizer, made = pairs
+    dims = contract.Dims.from_config(config)
+    kinds = collections.Counter()
+    for timeline, pair in made:
+        chosen, rejected, d = pair["chosen"], pair["rejected"], pair["decision_block"]
+        kinds[pair["kind"]] += 1
+        for side in (chosen, rejected):
+            contract.validate(side, dims, vocab_size=tokenizer.vocab_size)
+        # The microphone (noise, reverb, echo settings, heard words) is one and the same.
+        for name in ("env_audio", "echo_gain", "echo_delay", "heard_tokens", "block_mask",
+                     "prompt_tokens"):
+            np.testing.assert_array_equal(chosen[name], rejected[name], err_msg=name)
+        for name in ("tokens", "labels", "label_kind", "speaking", "speech_target"):
+            np.testing.assert_array_equal(chosen[name][:d], rejected[name][:d], err_msg=name)
+        # The decision block itself already differs: the behaviour departs there.
+        assert not np.array_equal(chosen["labels"][d], rejected["labels"][d]) \
+            or chosen["speaking"][d] != rejected["speaking"][d], timeline.scenario
+    # Every kind of pair is made.
+    assert set(kinds) == set(preferences.PAIR_KINDS), kinds
+
+
+def test_pair_behaviour_is_the_reference_against_its_failure(pairs):
+    _, _, made = pairs
+    for timeline, pair in made:
+        chosen, rejected, d = pair["chosen"], pair["rejected"], pair["decision_block"]
+        if pair["kind"] == "stop_in_time":  # chosen stops at d, rejected speaks on
+            assert chosen["labels"][d, 0] == contract.SHIFT_ID and not chosen["speaking"][d]
+            assert rejected["speaking"][d]
+        elif pair["kind"] == "keep_speaking":  # rejected stops at d
+            assert rejected["labels"][d, 0] == contract.SHIFT_ID
+            assert chosen["speaking"][d] and not rejected["speaking"][d]
+        else:  # wait_for_turn: rejected takes the turn at d, chosen is still listening
+            assert rejected["labels"][d, 0] == contract.SHIFT_ID and rejected["speaking"][d]
+            assert not chosen["speaking"][d]
+
+
+def test_no_decision_and_broken_pairs_are_errors(pairs, world_setup):
+    config, ctx, tokenizer = world_setup
+    dims = contract.Dims.from_config(config)
+    timing = contract.TimingRules.from_config(config)
+    asr = scenarios.SCENARIOS["asr"](np.random.default_rng(0), ctx)
+    with pytest.raises(preferences.NoDecision, match="'asr' makes no preference pair"):
+        preferences.render_pair(asr, dims=dims, timing=timing, thinking="explicit",
+                                tokenizer=tokenizer, rng=np.random.default_rng(0))
+    _, pair = pairs[2][0]
+    broken = dict(pair["rejected"], env_audio=pair["rejected"]["env_audio"] * 0.5)
+    with pytest.raises(preferences.PairError, match="'env_audio' differs"):
+        preferences.check_pair(pair["chosen"], broken, pair["decision_block"])
+    with pytest.raises(preferences.PairError, match="same record"):
+        preferences.check_pair(pair["chosen"], pair["chosen"], pair["decision_block"])
+
+
+def test_config_pair_scenarios_are_the_librarys():
+    assert common.PAIR_SCENARIOS == preferences.PAIR_SCENARIOS
+    assert set(preferences.PAIR_SCENARIOS) <= set(scenarios.SCENARIOS)
+
+
+def test_dpo_loss_hand_computed():
+    policy = jnp.asarray([[-3.0, -5.0], [-4.0, -2.0]])
+    reference = jnp.asarray([[-3.5, -4.5], [-4.0, -2.5]])
+    beta = 0.5
+    loss, m = preference.dpo_loss(policy, reference, beta)
+    margins = [beta * ((-3.0 + 3.5) - (-5.0 + 4.5)), beta * ((-4.0 + 4.0) - (-2.0 + 2.5))]
+    expected = np.mean([-math.log(1 / (1 + math.exp(-x))) for x in margins])
+    np.testing.assert_allclose(float(loss), expected, rtol=1e-6)
+    np.testing.assert_allclose(float(m["reward_margin"]), np.mean(margins), rtol=1e-6)
+    np.testing.assert_allclose(float(m["reward_chosen"]), beta * (0.5 + 0.0) / 2, rtol=1e-6)
+    assert float(m["reward_accuracy"]) == 0.5
+
+
+def test_sequence_logp_counts_only_supervised_positions_from_the_decision():
+    config = small_config()
+    v = 5
+    logits = jnp.asarray(np.random.default_rng(0).normal(size=(2, 4, 1, v)), jnp.float32)
+    rows = dict(labels=jnp.asarray([[[1], [2], [3], [4]], [[4], [3], [2], [1]]], jnp.int32),
+                label_kind=jnp.asarray([[[LK.THINK], [LK.TEXT], [LK.IGNORE], [LK.SHIFT]],
+                                        [[LK.TEXT], [LK.THINK], [LK.TEXT], [LK.TEXT]]],
+                                       jnp.int8),
+                block_mask=jnp.asarray([[True] * 4, [True, True, True, False]]),
+                speaking=jnp.zeros((2, 4), bool))
+    logp = np.asarray(jax.nn.log_softmax(logits, -1))[..., 0, :]
+    got = preference.sequence_logp(dict(logits=logits), rows, jnp.asarray([1, 2]), config)
+    expected = [logp[0, 1, 2] + logp[0, 3, 4],  # block 2 IGNORE, block 0 before the decision
+                logp[1, 2, 2]]  # block 3 is padding
+    np.testing.assert_allclose(np.asarray(got), expected, rtol=1e-5)
+    # negative_ce: a THINK position scores the probability of not taking its transition.
+    config.model.thinking = "negative_ce"
+    got = preference.sequence_logp(dict(logits=logits), rows, jnp.asarray([0, 0]), config)
+    np.testing.assert_allclose(float(got[1]), logp[1, 0, 4] + math.log1p(-math.exp(
+        logp[1, 1, 3])) + logp[1, 2, 2], rtol=1e-5)
+
+
+def _tiny_dpo_config():
+    config = small_config()
+    config.model.encoder.num_layers, config.model.encoder.width = 1, 32
+    config.model.llm.num_layers, config.model.llm.width, config.model.llm.mlp_dim = 1, 64, 128
+    config.model.synth.num_layers, config.model.synth.width = 1, 32
+    config.data.num_blocks = 80
+    config.loss.dpo_beta = 0.5
+    return config
+
+
+def test_at_policy_equal_reference_the_loss_is_log2_and_a_step_raises_the_chosen(pairs):
+    _, _, made = pairs
+    config = _tiny_dpo_config()
+    dm = DuplexModel.from_config(config)
+    feedback = Feedback.from_config(config)
+    params = nn.meta.unbox(dm.init(jax.random.key(0)))
+    chosen = [p for _, p in made[::3]][:4]
+    batch = {name: jnp.asarray(np.stack([np.stack([p["chosen"][name], p["rejected"][name]])
+                                         for p in chosen]))
+             for name in contract.FIELD_NAMES}
+    batch[preferences.DECISION_BLOCK] = jnp.asarray([p["decision_block"] for p in chosen],
+                                                    jnp.int32)
+
+    def forward(p, rows):
+        return dm.parallel_forward(p, feedback.model_inputs(rows))
+
+    def loss_fn(p):
+        return preference.compute_dpo_losses(forward, p, params, batch, config)
+
+    (loss, parts), grads = jax.jit(jax.value_and_grad(loss_fn, has_aux=True))(params)
+    np.testing.assert_allclose(float(loss), math.log(2.0), rtol=1e-5)
+    assert float(parts["reward_margin"]) == pytest.approx(0.0, abs=1e-5)
+    # A small step down the gradient raises the chosen side's log-probability against the
+    # rejected side's (relative to the reference, which stays).
+    norm = optax.global_norm(grads)
+    stepped = jax.tree.map(lambda p, g: p - 1e-2 * g / norm, params, grads)
+    _, after = jax.jit(loss_fn)(stepped)
+    assert float(after["reward_margin"]) > 0
+    assert float(after["loss"]) < math.log(2.0)
+    assert float(after["logp_chosen"]) - float(parts["logp_chosen"]) > \
+        float(after["logp_rejected"]) - float(parts["logp_rejected"])
+
+
+def test_stage3_config_validates_and_needs_init_from():
+    config = tiny.get_config("stage3")
+    assert config.train.objective == "dpo"
+    assert config.data.scenarios.qa == 0 and config.data.scenarios.backchannel > 0
+    with pytest.raises(configuration.ConfigError, match="train.init_from"):
+        configuration.validate(config)
+    config.train.init_from = "/tmp/some_run"
+    configuration.validate(config)
