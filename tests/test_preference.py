@@ -12,7 +12,7 @@ import optax
 import pytest
 
 from configs import common, tiny
-from data_pipelines import augment, contract, preferences, scenarios, voices
+from data_pipelines import augment, contract, pipeline, preferences, scenarios, voices
 from data_pipelines import tokenizer as tok
 from data_pipelines import world
 from data_pipelines.contract import LabelKind as LK
@@ -207,3 +207,26 @@ def test_stage3_config_validates_and_needs_init_from():
         configuration.validate(config)
     config.train.init_from = "/tmp/some_run"
     configuration.validate(config)
+
+
+def test_pipeline_emits_pair_batches_and_passes_over_dialogues_without_a_decision(
+        pairs, world_setup):
+    config, ctx, tokenizer = world_setup
+    _, _, made = pairs
+    asr = scenarios.SCENARIOS["asr"](np.random.default_rng(0), ctx)
+    source = [asr] + [t for t, _ in made[:5]] + [asr]
+    config.data.pipeline.batch_size = 5
+    config.data.pipeline.update(shuffle=False, worker_count=0)
+    dims = contract.Dims.from_config(config)
+    (batch,) = list(pipeline.make_dataset(config, "train", tokenizer, seed=0, source=source,
+                                          num_epochs=1, pairs=True, keep_metadata=True))
+    assert batch["env_audio"].shape == (5, 2, dims.num_blocks, dims.samples_per_block)
+    assert batch[pipeline.SKIPPED].tolist() == [0] * 5  # not bad samples: passed over
+    assert batch["record_index"].tolist() == [1, 2, 3, 4, 5]
+    for b in range(5):
+        for side in range(2):
+            contract.validate({n: np.asarray(batch[n][b, side]) for n in contract.FIELD_NAMES},
+                              dims,
+                              vocab_size=tokenizer.vocab_size)
+    assert batch[preferences.DECISION_BLOCK].dtype == np.int32
+    np.testing.assert_array_equal(batch["env_audio"][:, 0], batch["env_audio"][:, 1])
