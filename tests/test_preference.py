@@ -19,7 +19,8 @@ from data_pipelines.contract import LabelKind as LK
 from omni_jax import configuration
 from omni_jax.audio.feedback import Feedback
 from omni_jax.models.omni import DuplexModel
-from omni_jax.train import preference
+from omni_jax.train import checkpoint, preference
+from omni_jax.train import trainer as trainer_lib
 
 SEEDS = range(6)
 
@@ -230,3 +231,13 @@ def test_pipeline_emits_pair_batches_and_passes_over_dialogues_without_a_decisio
                               vocab_size=tokenizer.vocab_size)
     assert batch[preferences.DECISION_BLOCK].dtype == np.int32
     np.testing.assert_array_equal(batch["env_audio"][:, 0], batch["env_audio"][:, 1])
+
+
+def test_init_from_a_run_of_another_model_names_the_fields(tmp_path):
+    trained = tiny.get_config()
+    (tmp_path / "config.json").write_text(trained.to_json_best_effort())
+    config = tiny.get_config("stage3")
+    trainer_lib._check_same_model(config, tmp_path)  # the same model: fine
+    config.model.llm.width = 96
+    with pytest.raises(checkpoint.CheckpointError, match=r"model.llm.width: 256 there, 96 here"):
+        trainer_lib._check_same_model(config, tmp_path)

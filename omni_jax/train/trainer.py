@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import logging
 import os
 from pathlib import Path
@@ -114,6 +115,7 @@ class Trainer:
                 raise checkpoint.CheckpointError(
                     f"train.init_from={source}: no checkpoints folder (a run directory, e.g. "
                     "the stage-2 workdir)")
+            _check_same_model(self.config, source)
             reader = checkpoint.Checkpointer(source / "checkpoints", read_only=True)
             try:
                 self.reference_params = reader.restore_params(self.abstract_state.params)
@@ -332,6 +334,30 @@ def step_metrics(config) -> type[clu_metrics.Collection]:
     return clu_metrics.Collection.create(
         nonfinite=clu_metrics.LastValue.from_output("nonfinite"),
         **{name: clu_metrics.Average.from_output(name) for name in names})
+
+
+def _check_same_model(config, source: Path) -> None:
+    """CheckpointError naming the `model.*` fields in which `source`'s config.json differs
+    from `config` (its parameters would not fit this model)."""
+    saved_path = source / "config.json"
+    if not saved_path.is_file():
+        return
+    saved = json.loads(saved_path.read_text()).get("model", {})
+    ours = json.loads(config.model.to_json_best_effort())
+
+    def leaves(tree, prefix="model"):
+        if isinstance(tree, dict):
+            return {k: v for key, sub in tree.items()
+                    for k, v in leaves(sub, f"{prefix}.{key}").items()}
+        return {prefix: tree}
+
+    a, b = leaves(saved), leaves(ours)
+    differ = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
+    if differ:
+        shown = ", ".join(f"{k}: {a.get(k)!r} there, {b.get(k)!r} here" for k in differ[:4])
+        raise checkpoint.CheckpointError(
+            f"train.init_from={source}: its model differs from this config's in "
+            f"{len(differ)} field(s) ({shown}); pass the same --config.model.* overrides")
 
 
 def objective(config) -> str:
