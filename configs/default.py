@@ -197,6 +197,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.train.frozen = ()  # parameter-path regexes kept frozen
     c.train.objective = "sft"  # sft (the losses) | dpo (stage 3: preference pairs)
     c.train.init_from = ""  # a run directory whose newest checkpoint's params start this run
+    c.train.dpo_on_policy = False  # DPO: rejected = the starting model's own failures
+    c.train.dpo_on_policy_dialogues = 0  # DPO on-policy: train dialogues observed (0 = all)
     c.train.self_feedback = 0.0  # share of rows fed the model's own speech (scheduled feedback)
     c.train.log_every = 10  # steps between progress lines
     c.train.eval_every = 500  # steps between evaluations

@@ -59,9 +59,11 @@ class _RenderRecord:
     """(position, record index) -> rendered element; pickles into Grain workers."""
 
     def __init__(self, config, split: str, source: Sequence[Timeline], tokenizer, seed: int,
-                 shard_len: int, augment: bool, keep_metadata: bool, pairs: bool = False):
+                 shard_len: int, augment: bool, keep_metadata: bool, pairs: bool = False,
+                 observed=None):
         self.source = source
         self.pairs = pairs
+        self.observed = observed
         self.split = split
         self.tokenizer = tokenizer
         self.seed = seed
@@ -100,9 +102,15 @@ class _RenderRecord:
                              record_index, epoch)
 
     def _pair(self, timeline: Timeline, rng, record_index: int, epoch: int) -> dict[str, Any]:
+        observed_K = None
+        if self.observed is not None:
+            observed_K = self.observed.get(record_index)
+            if observed_K is None:
+                raise preferences.NoDecision(f"record {record_index}: the model's behaviour "
+                                             "was not observed")
         pair = preferences.render_pair(
             timeline, dims=self.dims, timing=self.timing, thinking=self.thinking,
-            tokenizer=self.tokenizer, rng=rng, augment=self.augment)
+            tokenizer=self.tokenizer, rng=rng, augment=self.augment, observed_K=observed_K)
         chosen, rejected = pair["chosen"], pair["rejected"]
         element = {name: np.stack([chosen[name], rejected[name]])
                    for name in contract.FIELD_NAMES}
@@ -193,7 +201,7 @@ def make_dataset(config, split: str, tokenizer, *, seed: int, process_index: int
                  process_count: int = 1, source: Sequence[Timeline] | None = None,
                  num_epochs: int | None = None, keep_metadata: bool = False,
                  augment: bool = True, workdir: str | os.PathLike | None = None,
-                 pairs: bool | None = None) -> grain.IterDataset:
+                 pairs: bool | None = None, observed=None) -> grain.IterDataset:
     """The per-process batch stream of `split` (see the module docstring).
 
     `source` defaults to `sources.timelines.open_source(config, workdir, split)`.
@@ -203,8 +211,11 @@ def make_dataset(config, split: str, tokenizer, *, seed: int, process_index: int
     the scenario's echo). `pairs` (default: `train.objective == "dpo"`) makes each element a
     preference pair (`data_pipelines.preferences`): every contract field stacked as
     [chosen, rejected] on a second axis (Bx2x...), plus `decision_block` (B,) int32;
-    dialogues without a decision are passed over. An iterator state restores only into a dataset made with the same
-    arguments and worker_count (the batches themselves do not depend on worker_count).
+    dialogues without a decision are passed over. `observed` (on-policy pairs): record index
+    -> the model's own speaking_K; the rejected side is then its failure, and a dialogue it
+    got right (or one not observed) is passed over. An iterator state restores only into a
+    dataset made with the same arguments and worker_count (the batches themselves do not
+    depend on worker_count).
     """
     p = config.data.pipeline
     if p.batch_size % process_count:
@@ -226,7 +237,7 @@ def make_dataset(config, split: str, tokenizer, *, seed: int, process_index: int
     if pairs is None:
         pairs = config.train.get("objective", "sft") == "dpo"
     renderer = _RenderRecord(config, split, source, tokenizer, seed, shard_len, augment,
-                             keep_metadata, pairs)
+                             keep_metadata, pairs, observed)
     batch_size = p.batch_size // process_count
     # Threads overlap the numpy work (much of it releases the GIL) with reading.
     read_options = grain.ReadOptions(num_threads=2, prefetch_buffer_size=2 * batch_size)

@@ -82,14 +82,47 @@ def _first_speak_turn(timeline: tl.Timeline) -> int:
     raise NoDecision(f"scenario {timeline.scenario!r}: no spoken reply to change")
 
 
+def _heard_at(block: int, block_s: float) -> float:
+    """A time inside `block` (its middle): heard(t) is that block."""
+    return (block + 0.5) * block_s
+
+
+def _onset(speaking_K: np.ndarray, start: int, stop: int) -> int | None:
+    """The first block in [start, stop) where speaking turned on (None: none)."""
+    for k in range(max(start, 0), min(stop, speaking_K.size)):
+        if speaking_K[k] and (k == 0 or not speaking_K[k - 1]):
+            return k
+    return None
+
+
+def _run_end(speaking_K: np.ndarray, block: int) -> int:
+    """The first block after `block` where speaking is off (K: it never stops)."""
+    off = np.flatnonzero(~speaking_K[block:])
+    return int(block + off[0]) if off.size else int(speaking_K.size)
+
+
+def _first_stop(speaking_K: np.ndarray, start: int, stop: int) -> int | None:
+    """The first block in (start, stop] where a speaking run ends (None: none)."""
+    for k in range(max(start, 0) + 1, min(stop + 1, speaking_K.size)):
+        if speaking_K[k - 1] and not speaking_K[k]:
+            return k
+    return None
+
+
 def _with_turns(timeline: tl.Timeline, turns) -> tl.Timeline:
     return dataclasses.replace(timeline, turns=tuple(turns))
 
 
 def rejected(timeline: tl.Timeline, *, timing: contract.TimingRules, tokens_per_block: int,
-             samples_per_block: int, rng: np.random.Generator) -> Rejection:
-    """The rejected side of `timeline` (see the module docstring); PairError when it makes
-    no pair (a scenario without a duplex decision, or no room to make one)."""
+             samples_per_block: int, rng: np.random.Generator,
+             observed_K: np.ndarray | None = None) -> Rejection:
+    """The rejected side of `timeline` (see the module docstring); NoDecision when it makes
+    no pair (a scenario without a duplex decision, or no room to make one).
+
+    `observed_K` (on-policy pairs): the model's own speaking state per block when it ran
+    free on this dialogue. The rejected side is then its failure at the decision (its late
+    or missing stop, its stop on a distractor, its turn taken in the pause), and NoDecision
+    when it behaved as the reference there."""
     where = f"scenario {timeline.scenario!r}"
     if timeline.scenario not in PAIR_SCENARIOS:
         raise NoDecision(f"{where} makes no preference pair (pairs: {list(PAIR_SCENARIOS)})")
@@ -101,8 +134,15 @@ def rejected(timeline: tl.Timeline, *, timing: contract.TimingRules, tokens_per_
 
     if timeline.scenario == "pause":
         pause_start_s = float(meta["pause_start_s"])
-        early = dataclasses.replace(reply, start_s=pause_start_s)
         decision = timing.heard(pause_start_s) + timing.response_delay_blocks
+        if observed_K is not None:
+            chosen_start = timing.heard(reply.start_s) + timing.response_delay_blocks
+            onset = _onset(observed_K, decision, chosen_start)
+            if onset is None:
+                raise NoDecision(f"{where}: the model waited for the turn (as the reference)")
+            decision, pause_start_s = onset, _heard_at(onset - timing.response_delay_blocks,
+                                                       block_s)
+        early = dataclasses.replace(reply, start_s=pause_start_s)
         return Rejection(_with_turns(timeline, [*timeline.turns[:index], early,
                                                 *timeline.turns[index + 1:]]),
                          decision, "wait_for_turn", "takes the turn at the pause")
@@ -113,8 +153,17 @@ def rejected(timeline: tl.Timeline, *, timing: contract.TimingRules, tokens_per_
         chosen_stop = timing.heard(reply.stop_s) + timing.stop_delay_blocks
         late = chosen_stop + timing.stop_window_blocks - timing.stop_delay_blocks + int(
             rng.integers(LATE_STOP_BLOCKS[0], LATE_STOP_BLOCKS[1] + 1))
+        keeps = rng.random() >= 0.5
+        if observed_K is not None:
+            heard = timing.heard(reply.stop_s)
+            if heard >= observed_K.size or not observed_K[heard]:
+                raise NoDecision(f"{where}: the model was not speaking at the interruption")
+            end = _run_end(observed_K, heard)
+            if end <= heard + timing.stop_window_blocks:
+                raise NoDecision(f"{where}: the model stopped in time (as the reference)")
+            late, keeps = end, end > last - MIN_SPEECH_AROUND_STOP_BLOCKS
         # Whatever followed the stop (the answer to a follow-up) is not said either.
-        if rng.random() < 0.5 and late <= last - MIN_SPEECH_AROUND_STOP_BLOCKS:
+        if not keeps and late <= last - MIN_SPEECH_AROUND_STOP_BLOCKS:
             changed = dataclasses.replace(reply, stop_s=(late - timing.stop_delay_blocks
                                                          + 0.5) * block_s)
             how = "stops late"
@@ -129,10 +178,16 @@ def rejected(timeline: tl.Timeline, *, timing: contract.TimingRules, tokens_per_
                     and e.kind != "question"]
     speech_start_s, speech_end_s = first * block_s, (last + 1) * block_s
     lo_s = speech_start_s + MIN_SPEECH_AROUND_STOP_BLOCKS * block_s
-    hi_s = speech_end_s - (MIN_SPEECH_AROUND_STOP_BLOCKS + timing.stop_delay_blocks + 1) * block_s
+    hi_s = speech_end_s - (MIN_SPEECH_AROUND_STOP_BLOCKS + timing.stop_delay_blocks + 1
+                           ) * block_s
     if hi_s <= lo_s:
         raise NoDecision(f"{where}: the reply is too short to stop inside it")
-    if heard_events:
+    if observed_K is not None:
+        early = _first_stop(observed_K, first, timing.heard(hi_s) + timing.stop_delay_blocks)
+        if early is None or early - timing.stop_delay_blocks < timing.heard(lo_s):
+            raise NoDecision(f"{where}: the model kept speaking (as the reference)")
+        stop_s, how = _heard_at(early - timing.stop_delay_blocks, block_s), "stops (its own)"
+    elif heard_events:
         event = heard_events[0]
         stop_s = min(event.end_s(timeline.sample_rate), hi_s)
         how = f"stops at the {event.kind}"
@@ -150,21 +205,24 @@ def rejected(timeline: tl.Timeline, *, timing: contract.TimingRules, tokens_per_
 
 def render_pair(timeline: tl.Timeline, *, dims: contract.Dims, timing: contract.TimingRules,
                 thinking: str, tokenizer, rng: np.random.Generator,
-                augment: augment_lib.AugmentConfig | None = None) -> dict[str, Any]:
+                augment: augment_lib.AugmentConfig | None = None,
+                observed_K: np.ndarray | None = None) -> dict[str, Any]:
     """{"chosen": record, "rejected": record, "decision_block": int, "kind", "how"}: both
     records of dims.num_blocks blocks (cropped at the start), rendered with one random
-    stream drawn from `rng` (the same noise, reverb and echo on both sides). Raises
-    PairError when the pair is not one (the decision past the last block, or the records
-    differ before it)."""
+    stream drawn from `rng` (the same noise, reverb and echo on both sides); `observed_K`:
+    the model's own behaviour on the dialogue (on-policy pairs, see `rejected`). Raises
+    NoDecision for a dialogue without one, PairError when the records are not a pair (they
+    differ before the decision)."""
     where = f"scenario {timeline.scenario!r}"
     entropy = int(rng.integers(2 ** 63))
     rejection = rejected(timeline, timing=timing, tokens_per_block=dims.tokens_per_block,
                          samples_per_block=dims.samples_per_block,
-                         rng=np.random.default_rng([entropy, 0]))
+                         rng=np.random.default_rng([entropy, 0]),
+                         observed_K=None if observed_K is None else np.asarray(observed_K, bool))
     decision = rejection.decision_block
     if not 0 < decision < dims.num_blocks:
         raise NoDecision(f"{where}: decision block {decision} outside the record's "
-                        f"{dims.num_blocks} blocks")
+                         f"{dims.num_blocks} blocks")
     records = {}
     for side, side_timeline in (("chosen", timeline), ("rejected", rejection.timeline)):
         records[side] = render.render_fixed(

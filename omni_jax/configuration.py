@@ -126,6 +126,7 @@ def validate(config, num_devices: int | None = None):
               "DPO needs the stage-2 run directory (its parameters start the run and are "
               "the frozen reference)")
         positive(config, "loss.dpo_beta")
+        positive(config, "train.dpo_on_policy_dialogues", allow_zero=True)
     positive(config, "train.steps", "train.learning_rate", "train.log_every")
     positive(config, "train.warmup_steps", "train.weight_decay", "train.grad_clip",
              allow_zero=True)

@@ -25,7 +25,9 @@ from jax.experimental import multihost_utils
 from ml_collections import config_flags
 
 from data_pipelines import corpus, pipeline
+from data_pipelines.sources import timelines
 from omni_jax import configuration
+from omni_jax.evaluation import on_policy
 from omni_jax.evaluation import suites as eval_suites
 from omni_jax.train import distributed, writers
 from omni_jax.train.trainer import Trainer
@@ -57,6 +59,21 @@ def prepare_data(config, workdir: Path):
     if jax.process_count() > 1:
         multihost_utils.sync_global_devices("omni_jax_data_ready")
     return corpus.build_tokenizer(config, corpus.tokenizer_path(config, workdir))
+
+
+def observe_policy(trainer, config, workdir: Path, tokenizer) -> dict:
+    """On-policy DPO pairs: the starting model's own behaviour on the train split's pair
+    dialogues (`omni_jax.evaluation.on_policy`), observed by process 0 and cached in the
+    run directory."""
+    path = workdir / on_policy.FILE
+    if jax.process_index() == 0:
+        on_policy.load_or_observe(
+            path, trainer.model, trainer.initial_params(), config, tokenizer,
+            timelines.open_source(config, workdir, "train"),
+            max_dialogues=int(config.train.dpo_on_policy_dialogues))
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices("omni_jax_on_policy_ready")
+    return on_policy.load_or_observe(path, None, None, config, tokenizer, None)
 
 
 def evaluate(trainer, config, workdir: Path, tokenizer, params) -> dict:
@@ -125,9 +142,12 @@ def run(config, workdir: str, mode: str = "train") -> dict:
     started = time.time()
     tokenizer = prepare_data(config, workdir)
     trainer = Trainer(config, workdir)
+    observed = None
+    if trainer.objective == "dpo" and config.train.dpo_on_policy and mode == "train":
+        observed = observe_policy(trainer, config, workdir, tokenizer)
     dataset = pipeline.make_dataset(
         config, "train", tokenizer, seed=config.seed, process_index=jax.process_index(),
-        process_count=jax.process_count(), workdir=workdir)
+        process_count=jax.process_count(), workdir=workdir, observed=observed)
     data_iterator = iter(dataset)
     state = trainer.restore_or_init(data_iterator)
     if mode == "eval" and trainer.checkpointer.restored_step is None:

@@ -241,3 +241,46 @@ def test_init_from_a_run_of_another_model_names_the_fields(tmp_path):
     config.model.llm.width = 96
     with pytest.raises(checkpoint.CheckpointError, match=r"model.llm.width: 256 there, 96 here"):
         trainer_lib._check_same_model(config, tmp_path)
+
+
+def test_on_policy_rejected_is_the_models_own_failure(pairs):
+    config, tokenizer, made = pairs
+    dims = contract.Dims.from_config(config)
+    timing = contract.TimingRules.from_config(config)
+
+    def pair_of(timeline, observed):
+        return preferences.render_pair(timeline, dims=dims, timing=timing, thinking="explicit",
+                                       tokenizer=tokenizer, rng=np.random.default_rng(0),
+                                       observed_K=observed)
+
+    seen = set()
+    for timeline, pair in made:
+        chosen = pair["chosen"]
+        reference_K = chosen["speaking"]
+        # A model that behaves as the reference makes no on-policy pair.
+        with pytest.raises(preferences.NoDecision, match="as the reference"):
+            pair_of(timeline, reference_K)
+        failed_K = reference_K.copy()
+        d = pair["decision_block"]
+        if pair["kind"] == "stop_in_time":  # it speaks 6 blocks past its stop
+            failed_K[d:d + 6] = True
+            failure_block = d + 6
+        elif pair["kind"] == "keep_speaking":  # it falls silent at the decision
+            failed_K[d:] = False
+            failure_block = d
+        else:  # wait_for_turn: it starts speaking one block after the pause's decision
+            failed_K[d + 1:d + 12] = True
+            failure_block = d + 1
+        on_policy = pair_of(timeline, failed_K)
+        rejected_K = on_policy["rejected"]["speaking"]
+        if pair["kind"] == "wait_for_turn":
+            assert rejected_K[failure_block] and not rejected_K[failure_block - 1]
+            assert on_policy["decision_block"] == failure_block
+        elif on_policy["how"] == "stops late":  # at its own stop
+            assert rejected_K[d:failure_block].all() and not rejected_K[failure_block]
+        elif pair["kind"] == "stop_in_time":  # its stop came after the reply's end
+            assert on_policy["how"] == "keeps speaking" and rejected_K[d]
+        else:
+            assert not rejected_K[failure_block] and rejected_K[failure_block - 1]
+        seen.add(pair["kind"])
+    assert seen == set(preferences.PAIR_KINDS)
