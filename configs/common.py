@@ -50,6 +50,10 @@ def stage(name: str, scenarios=None, lora_rank: int = 8):
     return apply
 
 
+DPO_SUITES = ("turn_taking,pause_handling,barge_in_ci,barge_in_cd,echo,backchannel,"
+              "third_speaker,listening")
+
+
 def dpo_stage(pattern: str = "dpo", learning_rate: float = 1e-6, steps: int = 40,
               lora_rank: int = 8):
     """A variant: stage 3, DPO on preference pairs of the pair scenarios (every other
@@ -66,6 +70,9 @@ def dpo_stage(pattern: str = "dpo", learning_rate: float = 1e-6, steps: int = 40
         for scenario in config.data.scenarios:
             if scenario not in PAIR_SCENARIOS:
                 config.data.scenarios[scenario] = 0.0
+        # What DPO is to change, and turn-taking (which it must not break), on the same
+        # cases as the run it starts from.
+        config.eval.suites = DPO_SUITES
     return apply
 
 
