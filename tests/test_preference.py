@@ -2,6 +2,7 @@
 its gradient at policy == reference on the real model."""
 
 import collections
+import json
 import math
 
 import flax.linen as nn
@@ -21,6 +22,7 @@ from omni_jax.audio.feedback import Feedback
 from omni_jax.models.omni import DuplexModel
 from omni_jax.train import checkpoint, preference
 from omni_jax.train import trainer as trainer_lib
+from tests.helpers import runner
 
 SEEDS = range(6)
 
@@ -284,3 +286,40 @@ def test_on_policy_rejected_is_the_models_own_failure(pairs):
             assert not rejected_K[failure_block] and rejected_K[failure_block - 1]
         seen.add(pair["kind"])
     assert seen == set(preferences.PAIR_KINDS)
+
+
+def _folder_bytes(path):
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+# Three main jobs (~1.5 min on 2 cores): behind `slow`; the parts are tested above in CI.
+@pytest.mark.slow
+def test_stage3_main_job_from_a_run_starts_at_log2_saves_no_reference_and_resumes(tmp_path):
+    base = tmp_path / "stage2"
+    runner.run(["-m", "omni_jax.main", f"--config={runner.CONFIG}", f"--workdir={base}",
+                "--config.train.steps=1", "--config.train.warmup_steps=0",
+                "--config.eval.suites=none"])
+    stage3 = tmp_path / "stage3"
+    args = ["-m", "omni_jax.main", f"--config={runner.CONFIG}", f"--workdir={stage3}",
+            "--config.train.objective=dpo", f"--config.train.init_from={base}",
+            "--config.train.warmup_steps=0", "--config.train.learning_rate=1e-3",
+            "--config.data.num_blocks=80", "--config.data.train_dialogues=8",
+            "--config.data.scenarios.asr=0", "--config.data.scenarios.tts=0",
+            "--config.data.scenarios.backchannel=1", "--config.data.scenarios.pause=1",
+            "--config.eval.suites=none"]
+    runner.run(args + ["--config.train.steps=2"])
+    logged = [json.loads(line) for line in (stage3 / "metrics.jsonl").read_text().splitlines()]
+    first = next(r for r in logged if r.get("step") == 1)
+    # Step 1 runs the policy at the reference: every margin 0, the loss log 2.
+    assert first["dpo"] == pytest.approx(math.log(2.0), abs=1e-5)
+    assert first["reward_margin"] == pytest.approx(0.0, abs=1e-5)
+    # The run's tokenizer is the one its parameters speak.
+    assert (stage3 / "tokenizer.model").read_bytes() == (base / "tokenizer.model").read_bytes()
+    # The reference is not in the checkpoint: it holds params and AdamW's two moments as the
+    # stage-2 one does (a saved reference, a fourth tree of that size, would make it ~4/3).
+    ratio = _folder_bytes(stage3 / "checkpoints" / "2") / _folder_bytes(base / "checkpoints" / "1")
+    assert 0.7 < ratio < 1.15, ratio
+    # A resumed run reads the reference again and goes on.
+    runner.run(args + ["--config.train.steps=3"])
+    report = json.loads((stage3 / "report.json").read_text())
+    assert report["step"] == 3 and "reward_accuracy" in report["train"]
