@@ -14,7 +14,8 @@ Variants (comma-separated, e.g. `--config=configs/tiny.py:negative_ce,cross_atte
                                       connector and LoRA on ASR and QA (encoder, LLM and
                                       synthesizer frozen); stage 2 adds the synthesizer and
                                       the duplex scenarios (encoder and LLM base frozen).
-                                      Start stage 2 from a stage-1 workdir's checkpoint.
+                                      Start stage 2 from a stage-1 run with
+                                      --config.train.init_from=STAGE1_WORKDIR.
   stage3                              DPO on preference pairs (barge-in, backchannels,
                                       third speakers, echo, pauses) from a trained run:
                                       --config.train.init_from=RUN (its params start the

@@ -11,6 +11,11 @@ contract's fields; `skipped` counts dropped bad samples); `sharding.global_batch
 them one global array each. A SIGTERM saves a checkpoint and stops cleanly; a run of
 `train.max_consecutive_nonfinite` non-finite steps stops with an error, the last good
 checkpoint kept.
+
+`train.init_from` starts a fresh run from another run's parameters (e.g. stage 2 from
+stage 1); with `train.objective="dpo"` (stage 3) those parameters are also the frozen
+reference, held beside the train state (an argument of the jitted step, never saved), and
+batches are preference pairs (`omni_jax.train.preference`).
 """
 
 from __future__ import annotations
@@ -102,8 +107,13 @@ class Trainer:
             # AdamW's moments start at zero whatever the values, so only params change.
             state = state.replace(params=pretrained.replace_llm_params(state.params, self.config))
         if self.config.train.get("init_from"):
-            # A copy: the state's params are donated to the step, the reference must stay.
-            state = state.replace(params=jax.tree.map(jnp.copy, self.initial_params()))
+            initial = self.initial_params()
+            if self.objective == "dpo":
+                # A copy: the state's params are donated to the step, the reference stays.
+                initial = jax.tree.map(jnp.copy, initial)
+            else:
+                self.reference_params = None  # SFT keeps no second copy
+            state = state.replace(params=initial)
         return state
 
     def initial_params(self):
