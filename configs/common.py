@@ -76,6 +76,14 @@ def dpo_stage(pattern: str = "dpo", learning_rate: float = 1e-6, steps: int = 40
     return apply
 
 
+def ctc_head(weight: float):
+    """A variant: the encoder's CTC head on, its loss weighted `weight`."""
+    def apply(config):
+        config.model.encoder.ctc_head = True
+        config.loss.ctc = weight
+    return apply
+
+
 def apply_variants(config, arg, variants):
     """Applies comma-separated named variants, each a (field, value) pair or a function of
     the config; an unknown name is an error naming it."""

@@ -10,6 +10,8 @@ Variants (comma-separated, e.g. `--config=configs/tiny.py:negative_ce,cross_atte
   explicit | negative_ce | implicit   thinking variant (default explicit)
   interleave | cross_attention        fusion (default interleave)
   mamba | transformer                 encoder kind (default mamba)
+  ctc                                 a CTC head on the encoder over the heard words
+                                      (model.encoder.ctc_head, loss.ctc 0.1)
   stage1 | stage2                     the paper's training stages: stage 1 trains the
                                       connector and LoRA on ASR and QA (encoder, LLM and
                                       synthesizer frozen); stage 2 adds the synthesizer and
@@ -32,6 +34,8 @@ VARIANTS = {
     "cross_attention": ("model.fusion", "cross_attention"),
     "mamba": ("model.encoder.kind", "mamba"),
     "transformer": ("model.encoder.kind", "transformer"),
+    # The encoder's auxiliary CTC head over the words heard in the microphone.
+    "ctc": common.ctc_head(weight=0.1),
     "stage1": common.stage("stage1", scenarios=("asr", "qa")),
     "stage2": common.stage("stage2"),
     # Stage 3 (DPO) of the tiny model, trained without LoRA: connector + LLM. Needs
