@@ -39,8 +39,10 @@ VARIANTS = {
     "stage1": common.stage("stage1", scenarios=("asr", "qa")),
     "stage2": common.stage("stage2"),
     # Stage 3 (DPO) of the tiny model, trained without LoRA: connector + LLM. Needs
-    # --config.train.init_from=STAGE2_WORKDIR.
-    "stage3": common.dpo_stage("dpo_no_lora", learning_rate=2e-5, steps=60),
+    # --config.train.init_from=STAGE2_WORKDIR. lr 1e-4 (the paper's 1e-6 is for LoRA on a
+    # pretrained 8B; this model trained from scratch at 1e-3): held-out pair accuracy 0.84
+    # after 60 steps (docs/RESULTS.md).
+    "stage3": common.dpo_stage("dpo_no_lora", learning_rate=1e-4, steps=60),
 }
 
 
