@@ -42,13 +42,15 @@ def _config():
     return c
 
 
-def _records(config, tokenizer, count: int, seed: int) -> list[tuple[str, int, dict]]:
+def _records(config, tokenizer, count: int, seed: int, split: str = "train"
+             ) -> list[tuple[str, int, dict]]:
     """(kind, first decision block, record) of `count` barge-in dialogues of the training
-    voices whose interruption is a trigger or a non-stop word and whose stop window fits."""
+    voices (or of `split`'s) whose interruption is a trigger or a non-stop word and whose
+    stop window fits."""
     dims = contract.Dims.from_config(config)
     timing = contract.TimingRules.from_config(config)
     out = []
-    for index, timeline in generation.generate_dialogues(config, "train", 3 * count, seed):
+    for index, timeline in generation.generate_dialogues(config, split, 3 * count, seed):
         kind = timeline.meta["interruption_kind"]
         if kind not in KINDS:
             continue
@@ -70,14 +72,10 @@ def _batch(records) -> dict[str, np.ndarray]:
     return {f: np.stack([r[f] for _, _, r in records]) for f in contract.FIELD_NAMES}
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    config = _config()
-    tmp = tmp_path_factory.mktemp("learning")
+def _train(config, tmp):
     tokenizer = tokenizer_lib.train_tokenizer(world.all_texts(), 320, "unigram",
                                               str(tmp / "tokenizer.model"))
     train = _records(config, tokenizer, TRAIN_DIALOGUES, seed=1)
-    held_out = _records(config, tokenizer, HELD_OUT_DIALOGUES, seed=2)
     trainer = Trainer(config, tmp / "run")
     state = trainer.init_state()
     rng = np.random.default_rng(0)
@@ -85,6 +83,14 @@ def trained(tmp_path_factory):
     for _ in range(STEPS):
         rows = rng.choice(len(train), batch_size, replace=False)
         state, _ = trainer.train_step(state, trainer.global_batch(_batch([train[i] for i in rows])))
+    return tokenizer, trainer, state
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    config = _config()
+    tokenizer, trainer, state = _train(config, tmp_path_factory.mktemp("learning"))
+    held_out = _records(config, tokenizer, HELD_OUT_DIALOGUES, seed=2)
     return config, trainer, state, held_out
 
 
@@ -115,10 +121,48 @@ def test_learns_to_stop_on_the_trigger_and_not_on_a_non_stop_word(trained):
     trigger, non_stop = p["trigger"], p["non_stop"]
     assert len(trigger) >= 16 and len(non_stop) >= 16, {k: len(v) for k, v in p.items()}
     # Chance is an AUC of 0.5 (the two kinds' stop probabilities indistinguishable).
-    test = stats.mannwhitneyu(trigger, non_stop, alternative="greater")
-    auc = test.statistic / (len(trigger) * len(non_stop))
+    auc, pvalue = _auc(p)
     stops = {kind: float(np.mean(v > 0.5)) for kind, v in p.items()}
-    print(f"AUC {auc:.3f} (p {test.pvalue:.2g}), stops after trigger / non-stop {stops}")
-    assert test.pvalue < 0.01 and auc > 0.7, (auc, test.pvalue)
+    print(f"AUC {auc:.3f} (p {pvalue:.2g}), stops after trigger / non-stop {stops}")
+    assert pvalue < 0.01 and auc > 0.7, (auc, pvalue)
     # And as decisions: it stops after more triggers than non-stop words.
     assert stops["trigger"] > stops["non_stop"], stops
+
+
+def _auc(p: dict[str, np.ndarray]) -> tuple[float, float]:
+    """AUC of trigger over non-stop stop probabilities, and its one-sided Mann-Whitney p."""
+    test = stats.mannwhitneyu(p["trigger"], p["non_stop"], alternative="greater")
+    return float(test.statistic / (len(p["trigger"]) * len(p["non_stop"]))), float(test.pvalue)
+
+
+def study(voices: int, ctc: float, shift: float, out: str) -> dict:
+    """The stop study of docs/RESULTS.md: this test's model and budget with `voices` user
+    voices, the encoder's CTC head at weight `ctc` (0: none) and `<shift>` weight `shift`;
+    AUC on held-out dialogues of the training voices and of unseen (evaluation) voices."""
+    import json
+    import pathlib
+    import tempfile
+
+    config = _config()
+    config.data.voices.num_user, config.loss.shift = voices, shift
+    if ctc:
+        config.model.encoder.ctc_head, config.loss.ctc = True, ctc
+    with tempfile.TemporaryDirectory() as tmp:
+        tokenizer, trainer, state = _train(config, pathlib.Path(tmp))
+    result = dict(voices=voices, ctc=ctc, shift=shift)
+    for name, split, seed in (("training_voices", "train", 2), ("unseen_voices", "eval", 3)):
+        held_out = _records(config, tokenizer, HELD_OUT_DIALOGUES, seed=seed, split=split)
+        p = _stop_probabilities(config, trainer, state.params, held_out)
+        auc, pvalue = _auc(p)
+        result[name] = dict(auc=auc, p=pvalue,
+                            stops={k: float(np.mean(v > 0.5)) for k, v in p.items()},
+                            dialogues={k: len(v) for k, v in p.items()})
+    pathlib.Path(out).write_text(json.dumps(result, indent=1))
+    print(json.dumps(result, indent=1))
+    return result
+
+
+if __name__ == "__main__":  # python -m tests.test_learning VOICES CTC_WEIGHT SHIFT_WEIGHT OUT.json
+    import sys
+
+    study(int(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3]), sys.argv[4])
