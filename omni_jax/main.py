@@ -66,14 +66,14 @@ def observe_policy(trainer, config, workdir: Path, tokenizer) -> dict:
     dialogues (`omni_jax.evaluation.on_policy`), observed by process 0 and cached in the
     run directory."""
     path = workdir / on_policy.FILE
-    if jax.process_index() == 0:
-        on_policy.load_or_observe(
-            path, trainer.model, trainer.initial_params(), config, tokenizer,
+    if jax.process_index() == 0 and not path.is_file():
+        on_policy.write(path, on_policy.observe(
+            trainer.model, trainer.initial_params(), config, tokenizer,
             timelines.open_source(config, workdir, "train"),
-            max_dialogues=int(config.train.dpo_on_policy_dialogues))
+            max_dialogues=int(config.train.dpo_on_policy_dialogues)))
     if jax.process_count() > 1:
         multihost_utils.sync_global_devices("omni_jax_on_policy_ready")
-    return on_policy.load_or_observe(path, None, None, config, tokenizer, None)
+    return on_policy.load(path)
 
 
 def evaluate(trainer, config, workdir: Path, tokenizer, params) -> dict:

@@ -19,6 +19,7 @@ from data_pipelines import world
 from data_pipelines.contract import LabelKind as LK
 from omni_jax import configuration
 from omni_jax.audio.feedback import Feedback
+from omni_jax.evaluation import on_policy
 from omni_jax.models.omni import DuplexModel
 from omni_jax.train import checkpoint, losses, preference
 from omni_jax.train import trainer as trainer_lib
@@ -356,3 +357,23 @@ def test_dpo_total_adds_the_sft_loss_of_the_chosen_side(pairs):
     np.testing.assert_allclose(float(parts["sft"]), float(sft), rtol=1e-5)
     np.testing.assert_allclose(float(parts["dpo"]), math.log(2.0), rtol=1e-6)
     np.testing.assert_allclose(float(total), math.log(2.0) + 0.5 * float(sft), rtol=1e-5)
+
+
+def test_on_policy_observation_runs_the_model_free_on_the_pair_dialogues(pairs, world_setup,
+                                                                          tmp_path):
+    _, ctx, tokenizer = world_setup
+    _, _, made = pairs
+    config = _tiny_dpo_config()
+    dm = DuplexModel.from_config(config)
+    params = nn.meta.unbox(dm.init(jax.random.key(0)))
+    asr = scenarios.SCENARIOS["asr"](np.random.default_rng(0), ctx)
+    source = [asr, made[0][0], made[-1][0]]
+    observed = on_policy.observe(dm, params, config, tokenizer, source, batch_size=2)
+    assert sorted(observed) == [1, 2]  # the asr dialogue makes no pair: not observed
+    for speaking_K in observed.values():
+        assert speaking_K.shape == (config.data.num_blocks,) and speaking_K.dtype == bool
+    on_policy.write(tmp_path / on_policy.FILE, observed)
+    loaded = on_policy.load(tmp_path / on_policy.FILE)
+    assert sorted(loaded) == [1, 2]
+    for index in observed:
+        np.testing.assert_array_equal(loaded[index], observed[index])

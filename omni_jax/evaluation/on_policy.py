@@ -6,8 +6,8 @@ runs the model free (the engine: its own tokens, speech fed back, its echo) on t
 render of every pair-scenario dialogue of `source` and keeps its speaking state per block.
 `data_pipelines.preferences.rejected(observed_K=...)` then makes the rejected side of a pair
 the model's own failure at the decision (and passes over dialogues where it behaved), so DPO
-pushes down what this model actually does wrong. `load_or_observe` caches the result as JSON
-in the run directory: a resumed run trains on the same pairs.
+pushes down what this model actually does wrong. `write` / `load` keep the result as JSON in
+the run directory: a resumed run trains on the same pairs.
 """
 
 from __future__ import annotations
@@ -60,12 +60,11 @@ def observe(model, params, config, tokenizer, source: Sequence[Timeline], *,
     return observed
 
 
-def load_or_observe(path: Path, model, params, config, tokenizer, source, *,
-                    max_dialogues: int = 0) -> dict[int, np.ndarray]:
-    """`observe`, written to `path` once and read from it after (a resumed run)."""
-    if path.is_file():
-        return {int(k): np.asarray(v, bool) for k, v in json.loads(path.read_text()).items()}
-    observed = observe(model, params, config, tokenizer, source, max_dialogues=max_dialogues)
+def write(path: Path, observed: dict[int, np.ndarray]) -> None:
     path.write_text(json.dumps({str(k): v.tolist() for k, v in observed.items()}))
     log.info("on-policy behaviour of %d dialogues written to %s", len(observed), path)
-    return observed
+
+
+def load(path: Path) -> dict[int, np.ndarray]:
+    """What `write` wrote: record index -> speaking_K."""
+    return {int(k): np.asarray(v, bool) for k, v in json.loads(path.read_text()).items()}
