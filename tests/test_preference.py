@@ -138,6 +138,17 @@ def test_dpo_loss_hand_computed():
     assert float(m["reward_accuracy"]) == 0.5
 
 
+def test_at_policy_equal_reference_the_gradient_raises_the_chosen_log_prob():
+    logp = jnp.asarray([[-3.0, -5.0], [-4.0, -2.0], [-1.0, -7.0]])
+    beta = 0.2
+    loss, grad_Bx2 = jax.value_and_grad(lambda p: preference.dpo_loss(p, logp, beta)[0])(logp)
+    np.testing.assert_allclose(float(loss), math.log(2.0), rtol=1e-6)
+    # d loss / d logp: -beta / (2 B) for every chosen side, +beta / (2 B) for every rejected
+    # one (sigmoid(0) = 1/2): descending it raises the chosen and lowers the rejected.
+    np.testing.assert_allclose(np.asarray(grad_Bx2[:, 0]), -beta / 6, rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(grad_Bx2[:, 1]), beta / 6, rtol=1e-6)
+
+
 def test_sequence_logp_counts_only_supervised_positions_from_the_decision():
     config = small_config()
     v = 5
@@ -197,7 +208,9 @@ def test_at_policy_equal_reference_the_loss_is_log2_and_a_step_raises_the_chosen
     np.testing.assert_allclose(float(loss), math.log(2.0), rtol=1e-5)
     assert float(parts["reward_margin"]) == pytest.approx(0.0, abs=1e-5)
     # A small step down the gradient raises the chosen side's log-probability against the
-    # rejected side's (relative to the reference, which stays).
+    # rejected side's (relative to the reference, which stays). Both may fall in absolute
+    # terms (they share parameters; on this batch they do, the chosen less): DPO's known
+    # likelihood displacement, which `loss.dpo_sft` counters (docs/RESULTS.md).
     norm = optax.global_norm(grads)
     stepped = jax.tree.map(lambda p, g: p - 1e-2 * g / norm, params, grads)
     (_, after), _ = loss_and_grad(stepped)
