@@ -116,6 +116,13 @@ class TimingRules:
     def block_start_s(self, block: int) -> float:
         return block * self.block_ms / 1000.0
 
+    def speech_start_block(self, turn_end_s: float, tokens_per_block: int) -> int:
+        """The block in which a reply to a turn ending at `turn_end_s` starts speaking: its
+        start transition plus the blocks of its first synth_delay_tokens text tokens (a reply
+        of at least that many tokens)."""
+        return (self.heard(turn_end_s) + self.response_delay_blocks
+                + self.synth_delay_tokens // tokens_per_block)
+
 
 @dataclasses.dataclass(frozen=True)
 class FieldSpec:

@@ -70,8 +70,7 @@ class Rejection:
 def _speech_blocks(turn: tl.AssistantTurn, timing: contract.TimingRules,
                    tokens_per_block: int, samples_per_block: int) -> tuple[int, int]:
     """[first, last] block of a SPEAK turn's full speech, by the renderer's rules."""
-    start = (timing.heard(turn.start_s) + timing.response_delay_blocks
-             + timing.synth_delay_tokens // tokens_per_block)
+    start = timing.speech_start_block(turn.start_s, tokens_per_block)
     return start, start + int(np.ceil(turn.audio.size / samples_per_block)) - 1
 
 

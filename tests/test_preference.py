@@ -24,16 +24,9 @@ from omni_jax.models.omni import DuplexModel
 from omni_jax.train import checkpoint, losses, preference
 from omni_jax.train import trainer as trainer_lib
 from tests.helpers import runner
+from tests.test_scenarios import small_config  # the scenario tests' few-voice world
 
 SEEDS = range(3)
-
-
-def small_config():
-    config = tiny.get_config()
-    config.data.voices.num_user = 3
-    config.data.voices.num_eval_user = 2
-    config.data.voices.num_third = 2
-    return config
 
 
 @pytest.fixture(scope="module")

@@ -99,10 +99,8 @@ class ScenarioContext:
         """When the renderer starts a SPEAK turn's speech: the start transition comes
         response_delay_blocks after the answered turn is heard, and speech with the block
         that emits the synth_delay_tokens-th text token."""
-        t = self.timing
-        block = (t.heard(turn_start_s) + t.response_delay_blocks
-                 + t.synth_delay_tokens // self.tokens_per_block)
-        return t.block_start_s(block)
+        return self.timing.block_start_s(
+            self.timing.speech_start_block(turn_start_s, self.tokens_per_block))
 
     def stop_done_s(self, stop_s: float) -> float:
         """The end of the block in which a reply stopped at `stop_s` falls silent."""

@@ -35,28 +35,37 @@ def observe(model, params, config, tokenizer, source: Sequence[Timeline], *,
     own echo gain and delay."""
     dims = contract.Dims.from_config(config)
     timing = contract.TimingRules.from_config(config)
-    indices = [i for i in range(len(source)) if source[i].scenario in preferences.PAIR_SCENARIOS]
-    if max_dialogues:
-        indices = indices[:max_dialogues]
     engine = DuplexEngine(model, params, config, temperature=0.0,
                           vocab_size=tokenizer.vocab_size)
     sample_rate = int(config.audio.sample_rate)
-    observed = {}
-    for first in range(0, len(indices), batch_size):
-        chunk = indices[first:first + batch_size]
-        records = [render.render_fixed(source[i], dims=dims, timing=timing,
-                                       thinking=config.model.thinking, tokenizer=tokenizer,
-                                       rng=np.random.default_rng(i), augment=None)
-                   for i in chunk]
+    observed: dict[int, np.ndarray] = {}
+
+    def run(chunk: list[tuple[int, dict]]) -> None:
         # A full batch every time (the last one padded by repeats): one compiled step.
-        padded = records + [records[-1]] * (batch_size - len(records))
+        padded = [r for _, r in chunk] + [chunk[-1][1]] * (batch_size - len(chunk))
         result = engine.run(
             np.stack([r["env_audio"].reshape(-1) for r in padded]),
             np.stack([r["prompt_tokens"] for r in padded]),
             echo_gain=np.array([float(r["echo_gain"]) for r in padded]),
             echo_delay_s=np.array([int(r["echo_delay"]) / sample_rate for r in padded]))
-        for row, index in enumerate(chunk):
+        for row, (index, _) in enumerate(chunk):
             observed[index] = result.speaking[row].astype(bool)
+
+    chunk: list[tuple[int, dict]] = []
+    for index in range(len(source)):
+        if max_dialogues and len(observed) + len(chunk) >= max_dialogues:
+            break
+        timeline = source[index]  # read once
+        if timeline.scenario not in preferences.PAIR_SCENARIOS:
+            continue
+        chunk.append((index, render.render_fixed(
+            timeline, dims=dims, timing=timing, thinking=config.model.thinking,
+            tokenizer=tokenizer, rng=np.random.default_rng(index), augment=None)))
+        if len(chunk) == batch_size:
+            run(chunk)
+            chunk = []
+    if chunk:
+        run(chunk)
     return observed
 
 

@@ -117,7 +117,7 @@ def log1mexp(logp: jax.Array) -> jax.Array:
     return jnp.where(x > -math.log(2.0), jnp.log(-jnp.expm1(x)), jnp.log1p(-jnp.exp(x)))
 
 
-def _token_terms(logits_BxKxNxV: jax.Array, labels_BxKxN: jax.Array):
+def token_terms(logits_BxKxNxV: jax.Array, labels_BxKxN: jax.Array):
     """Per-position log p(label) and whether the argmax is the label."""
     logp_BxKxNxV = jax.nn.log_softmax(logits_BxKxNxV.astype(jnp.float32), axis=-1)
     logp_BxKxN = jnp.take_along_axis(logp_BxKxNxV, labels_BxKxN[..., None], axis=-1)[..., 0]
@@ -155,7 +155,7 @@ def compute_losses(outputs: dict, batch: dict, config) -> tuple[jax.Array, dict]
     weights = loss_weights(config)
     block_BxK = batch["block_mask"].astype(bool)
     kind_BxKxN = batch["label_kind"].astype(jnp.int32)
-    logp_BxKxN, hit_BxKxN = _token_terms(outputs["logits"], batch["labels"])
+    logp_BxKxN, hit_BxKxN = token_terms(outputs["logits"], batch["labels"])
     ce_BxKxN = -logp_BxKxN
     parts = {}
 

@@ -55,7 +55,7 @@ def sequence_logp(outputs: dict, rows: dict, decision_block_R: jax.Array, config
                   ) -> jax.Array:
     """Behaviour log-probability of each of R rows from its decision block on (see the
     module docstring); outputs and rows as `losses.compute_losses` takes them."""
-    logp_RxKxN, _ = losses._token_terms(outputs["logits"], rows["labels"])
+    logp_RxKxN, _ = losses.token_terms(outputs["logits"], rows["labels"])
     kind_RxKxN = rows["label_kind"].astype(jnp.int32)
     if config.model.thinking == "negative_ce":
         logp_RxKxN = jnp.where(kind_RxKxN == LabelKind.THINK, losses.log1mexp(logp_RxKxN),

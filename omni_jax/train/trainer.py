@@ -33,6 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from clu import metrics as clu_metrics
+from flax import traverse_util
 
 from data_pipelines import contract, preferences
 from omni_jax.audio.feedback import Feedback
@@ -352,16 +353,10 @@ def _check_same_model(config, source: Path) -> None:
     saved_path = source / "config.json"
     if not saved_path.is_file():
         return
-    saved = json.loads(saved_path.read_text()).get("model", {})
-    ours = json.loads(config.model.to_json_best_effort())
-
-    def leaves(tree, prefix="model"):
-        if isinstance(tree, dict):
-            return {k: v for key, sub in tree.items()
-                    for k, v in leaves(sub, f"{prefix}.{key}").items()}
-        return {prefix: tree}
-
-    a, b = leaves(saved), leaves(ours)
+    model = {"model": json.loads(saved_path.read_text()).get("model", {})}
+    a = traverse_util.flatten_dict(model, sep=".")
+    b = traverse_util.flatten_dict({"model": json.loads(config.model.to_json_best_effort())},
+                                   sep=".")
     differ = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
     if differ:
         shown = ", ".join(f"{k}: {a.get(k)!r} there, {b.get(k)!r} here" for k in differ[:4])
