@@ -141,6 +141,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.model.llm.mlp_dim = 768  # SwiGLU hidden size
     c.model.llm.rope_theta = 10000.0  # RoPE base
     c.model.llm.max_len = 1024  # positions a serving cache holds (>= prompt + K blocks)
+    # Sliding window of a stream (positions after the prompt, whole blocks; 0 = max_len -
+    # prompt_len): past it the cache keeps the prompt and the last `window` positions, so
+    # a stream has no length limit (omni_jax/models/kv_cache.py).
+    c.model.llm.window = 0
+    c.model.llm.cache_update = "once"  # once (one write after the layer scan) | per_layer
     c.model.llm.cross_attention_every = 2  # cross_attention fusion: every Nth layer
     c.model.llm.lora_rank = 0  # 0 = no LoRA adapters
     c.model.llm.lora_alpha = 32.0  # LoRA scaling numerator (scale = alpha / rank)

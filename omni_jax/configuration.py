@@ -91,6 +91,17 @@ def validate(config, num_devices: int | None = None):
     check(m.llm.max_len >= needed, "model.llm.max_len",
           f"{m.llm.max_len} positions cannot hold the prompt and {d.num_blocks} blocks "
           f"({needed} positions)")
+    if "cache_update" in m.llm:
+        choice(config, "model.llm.cache_update", llm.CACHE_UPDATES)
+    window = int(m.llm.get("window", 0))
+    per_block = omni.positions_per_block(config)
+    check(window >= 0, "model.llm.window", f"{window} is negative (0 = max_len - prompt_len)")
+    check(window % per_block == 0, "model.llm.window",
+          f"{window} positions are not whole blocks of {per_block}")
+    check(window + d.prompt_len <= m.llm.max_len, "model.llm.window",
+          f"{window} positions after a prompt of {d.prompt_len} exceed max_len {m.llm.max_len}")
+    check((window or m.llm.max_len - d.prompt_len) >= per_block, "model.llm.window",
+          f"the window holds no block of {per_block} positions")
     positive(config, "model.encoder.max_blocks", "model.synth.mlp_dim")
     layer = m.synth.llm_layer
     check(-m.llm.num_layers <= layer < m.llm.num_layers, "model.synth.llm_layer",

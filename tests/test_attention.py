@@ -24,10 +24,6 @@ def test_masks():
                                                                       [1, 1, 0, 0],
                                                                       [1, 1, 1, 1],
                                                                       [1, 1, 1, 1]])
-    # Two new positions written at slots 2 and 3 of a 5-slot cache.
-    np.testing.assert_array_equal(attention.cached_mask(jnp.int32(2), 2, 5)[0],
-                                  [[1, 1, 1, 0, 0],
-                                   [1, 1, 1, 1, 0]])
 
 
 def test_rope_depends_only_on_offset():
@@ -75,34 +71,56 @@ def test_query_without_visible_keys_gets_zeros():
 
 
 def test_cached_self_attention_matches_parallel():
+    """Chunks read the earlier keys (read only) and return their own: written by the
+    caller, they give the parallel output."""
     layer = attention.SelfAttention(num_heads=4, num_kv_heads=2, head_dim=8, rope_theta=1e4)
-    b, t, slots = 2, 7, 10
+    b, t = 2, 7
     x_BxTxD = normal(b, t, 32)
     positions_BxT = np.broadcast_to(np.arange(t) + 3, (b, t))
     mask_1xTxT = attention.causal_mask(t)[None]
     params = jax.jit(layer.init)(KEY, x_BxTxD, positions_BxT, mask_1xTxT)
-    expected, no_cache = jax.jit(layer.apply)(params, x_BxTxD, positions_BxT, mask_1xTxT)
-    assert no_cache is None
+    expected, _ = jax.jit(layer.apply)(params, x_BxTxD, positions_BxT, mask_1xTxT)
 
     @jax.jit
-    def step(x_BxLxD, positions_BxL, cache, index):
-        mask_1xLxC = attention.cached_mask(index, x_BxLxD.shape[1], slots)
-        return layer.apply(params, x_BxLxD, positions_BxL, mask_1xLxC, cache, index)
+    def step(x_BxLxD, positions_BxL, cached):
+        written, length = cached["k"].shape[1], x_BxLxD.shape[1]
+        mask_1xLxC = jnp.concatenate([jnp.ones((1, length, written), bool),
+                                     attention.causal_mask(length)[None]], axis=-1)
+        return layer.apply(params, x_BxLxD, positions_BxL, mask_1xLxC, cached)
 
-    cache = empty_cache(b, slots, 2, 8)
+    cached = empty_cache(b, 0, 2, 8)
     outputs, start = [], 0
-    for length in (2, 1, 4):  # chunks of different lengths, one cache
+    for length in (2, 1, 4):  # chunks of different lengths
         chunk = slice(start, start + length)
-        y, cache = step(x_BxTxD[:, chunk], positions_BxT[:, chunk], cache, start)
-        assert jax.tree.map(jnp.shape, cache) == {"k": (b, slots, 2, 8), "v": (b, slots, 2, 8)}
+        y, new = step(x_BxTxD[:, chunk], positions_BxT[:, chunk], cached)
+        assert jax.tree.map(jnp.shape, new) == {"k": (b, length, 2, 8), "v": (b, length, 2, 8)}
+        cached = {n: np.concatenate([cached[n], new[n]], axis=1) for n in ("k", "v")}
         outputs.append(y)
         start += length
     np.testing.assert_allclose(np.concatenate(outputs, axis=1), expected, atol=1e-5)
 
 
+def test_moved_prompt_reads_as_keys_at_shifted_positions():
+    """The prompt-shifted queries over the first keys equal those keys rotated forward by
+    the shift (RoPE is linear): how a sliding cache moves its prompt without rewriting it."""
+    head_dim, shift = 8, 37
+    q_1x1x2xQ, k_1x3x1xQ, v_1x3x1xQ = normal(1, 1, 2, head_dim), normal(1, 3, 1, head_dim), \
+        normal(1, 3, 1, head_dim)
+    q_pos, k_pos = np.array([[50]]), np.array([[0, 1, 45]])  # two prompt keys, one late
+    q_rot = attention.rope(q_1x1x2xQ, q_pos, 1e4)
+    k_rot = attention.rope(k_1x3x1xQ, k_pos, 1e4)
+    mask = np.ones((1, 1, 3), bool)
+    moved = attention.attend(q_rot, k_rot, v_1x3x1xQ, mask,
+                             attention.rope(q_1x1x2xQ, q_pos - shift, 1e4), num_prompt=2)
+    k_moved = attention.rope(k_1x3x1xQ, k_pos + np.array([[shift, shift, 0]]), 1e4)
+    np.testing.assert_allclose(moved, attention.attend(q_rot, k_moved, v_1x3x1xQ, mask),
+                               atol=1e-5)
+    assert not np.allclose(moved, attention.attend(q_rot, k_rot, v_1x3x1xQ, mask), atol=1e-3)
+
+
 def test_cached_cross_attention_matches_parallel():
     layer = attention.CrossAttention(num_heads=4, num_kv_heads=1, head_dim=8)
-    b, blocks, per_block, slots = 2, 3, 2, 4
+    b, blocks, per_block = 2, 3, 2
     x_BxTxD, memory_BxUxE = normal(b, blocks * per_block, 32), normal(b, blocks, 12)
     block_T = np.arange(blocks * per_block) // per_block
     mask_1xTxU = (np.arange(blocks)[None, :] <= block_T[:, None])[None]
@@ -110,15 +128,16 @@ def test_cached_cross_attention_matches_parallel():
     expected, _ = jax.jit(layer.apply)(params, x_BxTxD, memory_BxUxE, mask_1xTxU)
     apply = jax.jit(layer.apply)
 
-    cache = empty_cache(b, slots, 1, 8)
+    cached = empty_cache(b, 0, 1, 8)
     outputs = []
     for i in range(blocks):  # the memory grows by one entry per block
-        mask_1x1xU = (np.arange(slots) <= i)[None, None]
-        y, cache = apply(params, x_BxTxD[:, i * per_block:(i + 1) * per_block],
-                         memory_BxUxE[:, i:i + 1], mask_1x1xU, cache, i)
+        mask_1x1xU = np.ones((1, 1, i + 1), bool)
+        y, new = apply(params, x_BxTxD[:, i * per_block:(i + 1) * per_block],
+                       memory_BxUxE[:, i:i + 1], mask_1x1xU, cached)
+        cached = {n: np.concatenate([cached[n], new[n]], axis=1) for n in ("k", "v")}
         outputs.append(y)
     np.testing.assert_allclose(np.concatenate(outputs, axis=1), expected, atol=1e-5)
-    # Without new memory the cached keys are reused as they are.
-    y, same = apply(params, x_BxTxD[:, -1:], None, mask_1x1xU, cache, blocks)
+    # Without new memory the cached keys are read as they are.
+    y, none = apply(params, x_BxTxD[:, -1:], None, mask_1x1xU, cached)
     np.testing.assert_allclose(y, expected[:, -1:], atol=1e-5)
-    jax.tree.map(np.testing.assert_array_equal, same, cache)
+    assert none is None

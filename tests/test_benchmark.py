@@ -45,8 +45,12 @@ def test_step_and_train_forms_benchmarks_report_their_keys():
     config.data.prompt_len = 4
     config.model.encoder.num_layers = config.model.llm.num_layers = 1
     config.model.synth.num_layers = 1
-    result = step.run(config, batch=1, repeats=5)
+    result = step.run(config, batch=1, repeats=5, max_lens=[40], sweep_batch=1)
     assert result["p99_ms"] >= result["p50_ms"] > 0
+    sweep = {(row["form"], row["fill"]): row for row in result["cache_sweep"]}
+    assert set(sweep) == {(f, fill) for f in step.CACHE_FORMS for fill in step.FILLS}
+    assert all(row["p99_ms"] >= row["p50_ms"] > 0 and row["max_len"] == 40
+               for row in sweep.values())
     assert result["rtf"] == result["p50_ms"] / 80
     forms = train_forms.run(config, batch=1, repeats=1)
     assert forms["scan_ms"] > 0 and forms["parallel_ms"] > 0

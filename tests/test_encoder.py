@@ -153,7 +153,8 @@ def test_streaming_equals_parallel_with_constant_state(kind):
     init = jax.tree.map(lambda x: (x.shape, x.dtype), enc.init_state(B))
     after = jax.tree.map(lambda x: (x.shape[1:], x.dtype), states)
     assert after == init
-    np.testing.assert_array_equal(states["pos"], 2 * np.arange(1, K + 1))
+    np.testing.assert_array_equal(states["pos"],  # per row
+                                  np.broadcast_to(2 * np.arange(1, K + 1)[:, None], (K, B)))
 
 
 def test_audio_to_embeddings_streams():

@@ -41,6 +41,9 @@ def define_flags():
     flags.DEFINE_integer("max_streams", 1024, "step: the largest batch the real-time search "
                          "tries (0 skips the search).")
     flags.DEFINE_integer("search_repeats", 20, "step: timed calls per batch in the search.")
+    flags.DEFINE_list("max_lens", ["300", "1024", "4096"],
+                      "step: llm.max_len values of the before/after cache sweep ('' = none).")
+    flags.DEFINE_integer("sweep_batch", 8, "step: streams per call in the cache sweep.")
     flags.DEFINE_integer("peak_matmul_size", 0,
                          "train: side of the peak-measuring matmul (0 = by platform).")
     flags.DEFINE_integer("sentences", 30, "intelligibility: assistant sentences scored.")
@@ -63,7 +66,8 @@ def measure(what: str, config, workdir: str) -> dict:
         return params.run(config)
     if what == "step":
         return step.run(config, FLAGS.batch or 1, FLAGS.repeats, FLAGS.max_streams,
-                        FLAGS.search_repeats)
+                        FLAGS.search_repeats, [int(n) for n in FLAGS.max_lens if n],
+                        FLAGS.sweep_batch)
     if what == "train_forms":
         return train_forms.run(config, FLAGS.batch or 1, steps)
     if what == "train":

@@ -1,13 +1,14 @@
 """Grouped-query attention with rotary positions, in parallel, cached and cross forms.
 
 Every form takes the boolean mask over the keys it attends to, so one code path serves a
-whole-sequence forward (causal or block-causal mask) and a streaming step (a fixed-size
-key/value cache, a write index and `cached_mask`). Caches are plain arrays that the caller
-threads through; their shapes never change, so a step can be `lax.scan`ned and jitted.
+whole-sequence forward (causal or block-causal mask) and a streaming step. A step reads the
+cached keys and values as they were (read only) plus its own, and returns its own new keys
+and values: the caller writes them into the cache once, after the whole layer stack
+(`omni_jax.models.kv_cache`), so a cache is never copied through a layer scan.
 
 Shape letters are the package legend (`omni_jax.models`). Here T is the query positions
 (the whole sequence in the parallel form, a chunk of L in a streaming step), C the key
-positions a query reads (C = T in the parallel form, the cache slots otherwise), U the
+positions a query reads (C = T in the parallel form, cached slots + T otherwise), U the
 memory entries and E the memory width (`memory_dim`).
 """
 
@@ -42,14 +43,6 @@ def block_causal_mask(num_blocks: int, positions_per_block: int) -> jax.Array:
     return block_T[:, None] >= block_T[None, :]
 
 
-def cached_mask(index: jax.Array, length: int, num_slots: int) -> jax.Array:
-    """1xLxC for L new positions written at cache slots index..index+L-1: they see every
-    earlier slot and each other causally, i.e. slot c is visible to new position i iff
-    c <= index + i. Unwritten slots are never visible."""
-    slot_C = jnp.arange(num_slots)
-    return (slot_C[None, :] <= index + jnp.arange(length)[:, None])[None]
-
-
 def rope(x_BxTxHxQ: jax.Array, positions_BxT: jax.Array, theta: float) -> jax.Array:
     """Rotary position embedding (rotate-half layout), computed in float32. The heads axis
     may be G (keys) as well as H (queries)."""
@@ -64,23 +57,42 @@ def rope(x_BxTxHxQ: jax.Array, positions_BxT: jax.Array, theta: float) -> jax.Ar
     return rotated_BxTxHxQ.astype(x_BxTxHxQ.dtype)
 
 
-def attend(q_BxTxHxQ: jax.Array, k_BxCxGxQ: jax.Array, v_BxCxGxQ: jax.Array,
-           mask_BxTxC: jax.Array) -> jax.Array:
+def attend(q_BxTxHxQ: jax.Array, k_BxCxGxQ, v_BxCxGxQ, mask_BxTxC: jax.Array,
+           q_prompt_BxTxHxQ: jax.Array | None = None, num_prompt: int = 0) -> jax.Array:
     """Softmax attention of H query heads over G shared key/value heads, without repeating
     keys. `mask_BxTxC` may have batch size 1. Logits and softmax run in float32; a query
-    that sees no key gets zeros (not the mean of all values)."""
+    that sees no key gets zeros (not the mean of all values).
+
+    Keys and values may come in parts (tuples, concatenated along C by the mask's order):
+    a step's cache and its own new entries are read where they lie, never concatenated
+    (a copy of the whole cache per layer). The first `num_prompt` keys are read by
+    `q_prompt_BxTxHxQ` instead (the queries rotated for the moved prompt,
+    `omni_jax.models.kv_cache`)."""
+    k_parts = k_BxCxGxQ if isinstance(k_BxCxGxQ, (tuple, list)) else (k_BxCxGxQ,)
+    v_parts = v_BxCxGxQ if isinstance(v_BxCxGxQ, (tuple, list)) else (v_BxCxGxQ,)
     b, t, h, head_dim = q_BxTxHxQ.shape
-    g = k_BxCxGxQ.shape[2]
-    q_BxTxGxRxQ = q_BxTxHxQ.reshape(b, t, g, h // g, head_dim)
-    logits_BxGxRxTxC = jnp.einsum("btgrq,bcgq->bgrtc", q_BxTxGxRxQ, k_BxCxGxQ,
-                                  preferred_element_type=jnp.float32)
-    logits_BxGxRxTxC = logits_BxGxRxTxC * head_dim ** -0.5
+    g = k_parts[0].shape[2]
+
+    def logits(q, k_BxCxGxQ):
+        q_BxTxGxRxQ = q.reshape(b, t, g, h // g, head_dim)
+        return jnp.einsum("btgrq,bcgq->bgrtc", q_BxTxGxRxQ, k_BxCxGxQ,
+                          preferred_element_type=jnp.float32)
+
+    part_logits = [logits(q_BxTxHxQ, k) for k in k_parts]
+    if num_prompt:  # the prompt's columns (in the first part) from the rotated queries
+        part_logits[0] = jnp.concatenate(
+            [logits(q_prompt_BxTxHxQ, k_parts[0][:, :num_prompt]),
+             part_logits[0][..., num_prompt:]], axis=-1)
+    logits_BxGxRxTxC = jnp.concatenate(part_logits, axis=-1) * head_dim ** -0.5
     mask_Bx1x1xTxC = mask_BxTxC[:, None, None]
     logits_BxGxRxTxC = jnp.where(mask_Bx1x1xTxC, logits_BxGxRxTxC,
                                  jnp.finfo(jnp.float32).min)
     probs_BxGxRxTxC = jnp.where(mask_Bx1x1xTxC, jax.nn.softmax(logits_BxGxRxTxC), 0.0)
-    out_BxTxGxRxQ = jnp.einsum("bgrtc,bcgq->btgrq", probs_BxGxRxTxC.astype(v_BxCxGxQ.dtype),
-                               v_BxCxGxQ)
+    out_BxTxGxRxQ, start = 0.0, 0
+    for v in v_parts:
+        probs = probs_BxGxRxTxC[..., start:start + v.shape[1]].astype(v.dtype)
+        out_BxTxGxRxQ = out_BxTxGxRxQ + jnp.einsum("bgrtc,bcgq->btgrq", probs, v)
+        start += v.shape[1]
     return out_BxTxGxRxQ.reshape(b, t, h, head_dim)
 
 
@@ -109,13 +121,6 @@ def attend_causal(q_BxTxHxQ: jax.Array, k_BxTxGxQ: jax.Array, v_BxTxGxQ: jax.Arr
     return out_BxTxHxQ.astype(v_BxTxGxQ.dtype)
 
 
-def write(cache_BxCxGxQ: jax.Array, new_BxLxGxQ: jax.Array, index: jax.Array) -> jax.Array:
-    """Writes L new entries at slots index..index+L-1 (the caller keeps index + L <= C:
-    under jit an overflowing write is clamped, overwriting the last slots)."""
-    return jax.lax.dynamic_update_slice(cache_BxCxGxQ, new_BxLxGxQ.astype(cache_BxCxGxQ.dtype),
-                                        (0, index, 0, 0))
-
-
 def _constrain_heads(x_BxTxHxQ: jax.Array) -> jax.Array:
     return layers.constrain(x_BxTxHxQ, ("batch", "length", "heads", "kv"))
 
@@ -139,34 +144,46 @@ class SelfAttention(nn.Module):
 
     @nn.compact
     def __call__(self, x_BxTxD: jax.Array, positions_BxT: jax.Array,
-                 mask_BxTxC: jax.Array | None, cache: KVCache | None = None,
-                 index: jax.Array | None = None) -> tuple[jax.Array, KVCache | None]:
-        """Parallel form (no `cache`): attends within `x` under `mask_BxTxC` (C = T; None =
+                 mask_BxTxC: jax.Array | None, cached: KVCache | None = None,
+                 prompt_shift_BxT: jax.Array | None = None, num_prompt: int = 0
+                 ) -> tuple[jax.Array, KVCache]:
+        """Parallel form (no `cached`): attends within `x` under `mask_BxTxC` (C = T; None =
         causal, run by `implementation`).
-        Cached form: writes this chunk's keys and values at slot `index` of `cache` and
-        attends over all C cache slots under `mask_BxTxC` (usually `cached_mask`).
-        Returns the output and the updated cache (None in the parallel form)."""
+        Cached form: `cached` holds S earlier keys/values (read only: the caller writes the
+        new ones once, after every layer); the T new positions read [cached; themselves]
+        under `mask_BxTxC` (C = S + T).
+        With `num_prompt` > 0 the first `num_prompt` keys are read by the queries rotated
+        at positions - `prompt_shift_BxT` (the moved prompt of a sliding window).
+        Returns the output and this chunk's rotated keys and values {'k', 'v': BxTxGxQ}."""
         head_axes = ("embed", "heads", "kv")
         shape_q, shape_kv = (self.num_heads, self.head_dim), (self.num_kv_heads, self.head_dim)
-        q_BxTxHxQ = rope(self._dense("q", shape_q, head_axes)(x_BxTxD), positions_BxT,
-                         self.rope_theta)
+        q_raw_BxTxHxQ = self._dense("q", shape_q, head_axes)(x_BxTxD)
+        q_BxTxHxQ = rope(q_raw_BxTxHxQ, positions_BxT, self.rope_theta)
         k_BxTxGxQ = rope(self._dense("k", shape_kv, head_axes)(x_BxTxD), positions_BxT,
                          self.rope_theta)
         v_BxTxGxQ = self._dense("v", shape_kv, head_axes)(x_BxTxD)
-        q_BxTxHxQ, k_BxCxGxQ, v_BxCxGxQ = map(_constrain_heads,
+        q_BxTxHxQ, k_BxTxGxQ, v_BxTxGxQ = map(_constrain_heads,
                                               (q_BxTxHxQ, k_BxTxGxQ, v_BxTxGxQ))
-        if cache is not None:
-            k_BxCxGxQ = write(cache["k"], k_BxCxGxQ, index)
-            v_BxCxGxQ = write(cache["v"], v_BxCxGxQ, index)
-            cache = {"k": k_BxCxGxQ, "v": v_BxCxGxQ}
-        if mask_BxTxC is None and cache is None:
-            out_BxTxHxQ = attend_causal(q_BxTxHxQ, k_BxCxGxQ, v_BxCxGxQ, self.implementation)
+        new = {"k": k_BxTxGxQ, "v": v_BxTxGxQ}
+        if mask_BxTxC is None and cached is None and not num_prompt:
+            out_BxTxHxQ = attend_causal(q_BxTxHxQ, k_BxTxGxQ, v_BxTxGxQ, self.implementation)
         else:
+            k_BxCxGxQ, v_BxCxGxQ = k_BxTxGxQ, v_BxTxGxQ
+            if cached is not None:  # read in place: [cached; new] as two parts
+                k_BxCxGxQ = (cached["k"], k_BxTxGxQ.astype(cached["k"].dtype))
+                v_BxCxGxQ = (cached["v"], v_BxTxGxQ.astype(cached["v"].dtype))
             if mask_BxTxC is None:
-                raise ValueError("the cached form of SelfAttention needs a mask")
-            out_BxTxHxQ = attend(q_BxTxHxQ, k_BxCxGxQ, v_BxCxGxQ, mask_BxTxC)
+                if cached is not None:
+                    raise ValueError("the cached form of SelfAttention needs a mask")
+                mask_BxTxC = causal_mask(x_BxTxD.shape[1])[None]
+            q_prompt_BxTxHxQ = None
+            if num_prompt:
+                q_prompt_BxTxHxQ = _constrain_heads(rope(
+                    q_raw_BxTxHxQ, positions_BxT - prompt_shift_BxT, self.rope_theta))
+            out_BxTxHxQ = attend(q_BxTxHxQ, k_BxCxGxQ, v_BxCxGxQ, mask_BxTxC,
+                                 q_prompt_BxTxHxQ, num_prompt)
         y_BxTxD = self._dense("o", (x_BxTxD.shape[-1],), ("heads", "kv", "embed"), 2)(out_BxTxHxQ)
-        return y_BxTxD, cache
+        return y_BxTxD, new
 
 
 class CrossAttention(nn.Module):
@@ -183,24 +200,28 @@ class CrossAttention(nn.Module):
 
     @nn.compact
     def __call__(self, x_BxTxD: jax.Array, memory_BxUxE: jax.Array | None,
-                 mask_BxTxU: jax.Array, cache: KVCache | None = None,
-                 index: jax.Array | None = None) -> tuple[jax.Array, KVCache | None]:
-        """Parallel form (no `cache`): `memory_BxUxE` is the whole memory. Cached form:
-        `cache` holds the projected memory keys and values (BxUxGxQ over U memory slots);
-        `memory_BxUxE` holds only the new entries (or is None) and is projected once,
-        written at slot `index`."""
+                 mask_BxTxU: jax.Array, cached: KVCache | None = None
+                 ) -> tuple[jax.Array, KVCache | None]:
+        """Parallel form (no `cached`): `memory_BxUxE` is the whole memory. Cached form:
+        `cached` holds earlier projected memory keys and values (BxUxGxQ, read only);
+        `memory_BxUxE` holds only the new entries (or is None) and is projected once; the
+        queries read [cached; new] under `mask_BxTxU`. Returns the output and the new
+        entries' keys and values (None without new entries), for the caller to write."""
         head_axes = ("embed", "heads", "kv")
         shape_kv = (self.num_kv_heads, self.head_dim)
         q_BxTxHxQ = _constrain_heads(
             self._dense("q", (self.num_heads, self.head_dim), head_axes)(x_BxTxD))
+        new = None
         if memory_BxUxE is not None:
-            k_BxUxGxQ = _constrain_heads(self._dense("k", shape_kv, head_axes)(memory_BxUxE))
-            v_BxUxGxQ = _constrain_heads(self._dense("v", shape_kv, head_axes)(memory_BxUxE))
-        if cache is not None:
-            if memory_BxUxE is not None:
-                cache = {"k": write(cache["k"], k_BxUxGxQ, index),
-                         "v": write(cache["v"], v_BxUxGxQ, index)}
-            k_BxUxGxQ, v_BxUxGxQ = cache["k"], cache["v"]
+            new = {name: _constrain_heads(self._dense(name, shape_kv, head_axes)(memory_BxUxE))
+                   for name in ("k", "v")}
+        if cached is None:
+            k_BxUxGxQ, v_BxUxGxQ = new["k"], new["v"]
+        elif new is None:
+            k_BxUxGxQ, v_BxUxGxQ = cached["k"], cached["v"]
+        else:
+            k_BxUxGxQ, v_BxUxGxQ = ((cached[n], new[n].astype(cached[n].dtype))
+                                    for n in ("k", "v"))
         out_BxTxHxQ = attend(q_BxTxHxQ, k_BxUxGxQ, v_BxUxGxQ, mask_BxTxU)
         y_BxTxD = self._dense("o", (x_BxTxD.shape[-1],), ("heads", "kv", "embed"), 2)(out_BxTxHxQ)
-        return y_BxTxD, cache
+        return y_BxTxD, new

@@ -15,7 +15,7 @@ Y = num_layers, W = conv_kernel, I = inner, Z = state_size, C = max_blocks * sta
      "layers": mamba:       {"conv": YxBx(W-1)xI,
                              "ssm":  YxBxIxZ float32}
                transformer: {"k", "v": YxBxCxHxQ},
-     "pos": int32 scalar}   frames seen at the layers' rate (RoPE position of the next one)
+     "pos": int32 B}        frames seen per row at the layers' rate (the next RoPE position)
 
 `ENCODER_KINDS` owns the allowed values of `model.encoder.kind`.
 """
@@ -29,6 +29,7 @@ import jax
 import jax.numpy as jnp
 
 from omni_jax.models import layers
+from omni_jax.models import encoder_transformer
 from omni_jax.models.encoder_transformer import TransformerLayer
 from omni_jax.models.mamba import MambaLayer
 
@@ -108,7 +109,7 @@ class StreamingEncoder(nn.Module):
         return {
             "subsample": tuple(jnp.zeros((batch, context, c), dtype) for c in channels),
             "layers": layers.stacked(self.layer().init_state(batch), self.num_layers),
-            "pos": jnp.zeros((), jnp.int32),
+            "pos": jnp.zeros((batch,), jnp.int32),
         }
 
     def setup(self):
@@ -159,14 +160,16 @@ class StreamingEncoder(nn.Module):
         # L positions at the layers' rate: the whole sequence is one chunk in parallel form.
         h_BxLxD = layers.constrain(h, ("batch", "length", "embed"))
 
-        pos = state["pos"]
-        extra = (pos,) if self.kind == "transformer" else ()
+        pos_B = state["pos"]
+        extra = (pos_B,) if self.kind == "transformer" else ()
         h_BxLxD, layer_state = self.encoder_layers(h_BxLxD, state["layers"], *extra)
+        if self.kind == "transformer" and state["layers"] is not None:
+            layer_state = encoder_transformer.write_chunk(state["layers"], layer_state, pos_B)
 
         # The `stack` adjacent frames of each block side by side: BxKx(stack*D).
         stacked = h_BxLxD.reshape(batch, -1, self.stack * self.width)
         emb_BxKxD = self.out_norm(self.stack_proj(stacked))
         emb_BxKxD = layers.constrain(emb_BxKxD, ("batch", "blocks", "embed"))
         new_state = {"subsample": tuple(contexts), "layers": layer_state,
-                     "pos": pos + h_BxLxD.shape[1]}
+                     "pos": pos_B + h_BxLxD.shape[1]}
         return emb_BxKxD, new_state

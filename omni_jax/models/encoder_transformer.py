@@ -4,10 +4,11 @@ A frame may attend to every frame of its own block and of the `window_blocks - 1
 before it. The same layer runs both forms:
 - parallel (`cache=None`): the whole sequence at once, positions from 0, a block-causal
   sliding-window mask;
-- streaming (`cache` given): a chunk of whole blocks starting at absolute frame `pos`; its
-  keys/values are written into a ring buffer of exactly `window_blocks * frames_per_block`
-  slots, so the state never grows and a stream can run forever. Slot s holds the latest
-  frame p < pos + L with p % slots == s; frames that fell out of the window are overwritten.
+- streaming (`cache` given): a chunk of whole blocks starting at each row's absolute frame
+  `pos`; it reads the ring buffer of `window_blocks * frames_per_block` slots as it was
+  and its own frames, and the stack writes its keys/values once after every layer
+  (`write_chunk`), so the state never grows and a stream can run forever. Slot s holds the
+  latest frame p < pos with p % slots == s; frames out of the window are overwritten.
 
 Positions enter through RoPE (absolute positions, so only relative offsets matter).
 Cache per layer: {"k", "v": BxCxHxQ, compute dtype} over C = window_blocks * frames_per_block
@@ -21,14 +22,15 @@ import jax
 import jax.numpy as jnp
 
 from omni_jax.models import layers
+from omni_jax.models.kv_cache import RingLayout, write_rows
 
 
-def rope(x_BxLxHxQ: jax.Array, pos_L: jax.Array, theta: float = 10000.0) -> jax.Array:
-    """Rotary position embedding (rotate-half form) at integer positions `pos_L`."""
+def rope(x_BxLxHxQ: jax.Array, pos_BxL: jax.Array, theta: float = 10000.0) -> jax.Array:
+    """Rotary position embedding (rotate-half form) at integer positions `pos_BxL`."""
     half = x_BxLxHxQ.shape[-1] // 2
     freq_J = theta ** (-jnp.arange(half, dtype=jnp.float32) / half)
-    angle_LxJ = pos_L.astype(jnp.float32)[:, None] * freq_J
-    sin_Lx1xJ, cos_Lx1xJ = jnp.sin(angle_LxJ)[:, None], jnp.cos(angle_LxJ)[:, None]
+    angle_BxLxJ = pos_BxL.astype(jnp.float32)[:, :, None] * freq_J
+    sin_Lx1xJ, cos_Lx1xJ = jnp.sin(angle_BxLxJ)[:, :, None], jnp.cos(angle_BxLxJ)[:, :, None]
     x1_BxLxHxJ, x2_BxLxHxJ = jnp.split(x_BxLxHxQ.astype(jnp.float32), 2, axis=-1)
     rotated_BxLxHxQ = jnp.concatenate([x1_BxLxHxJ * cos_Lx1xJ - x2_BxLxHxJ * sin_Lx1xJ,
                                        x2_BxLxHxJ * cos_Lx1xJ + x1_BxLxHxJ * sin_Lx1xJ],
@@ -59,38 +61,42 @@ class TransformerLayer(nn.Module):
         return {"k": jnp.zeros(shape, self.dtype), "v": jnp.zeros(shape, self.dtype)}
 
     @nn.compact
-    def __call__(self, h_BxLxD: jax.Array, cache: dict[str, jax.Array] | None,
-                 pos: jax.Array):
+    def __call__(self, h_BxLxD: jax.Array, cached: dict[str, jax.Array] | None,
+                 pos_B: jax.Array):
+        """A chunk of L frames starting at each row's frame `pos_B`. `cached` (None in the
+        parallel form) is read only; returns (h, the chunk's keys/values to write, or
+        None in the parallel form)."""
         length = h_BxLxD.shape[1]
         qkv_axes = ("embed", "heads", "kv")
         x_BxLxD = layers.RMSNorm(self.dtype, name="attn_norm")(h_BxLxD)
-        pos_L = pos + jnp.arange(length)
+        pos_BxL = pos_B[:, None] + jnp.arange(length)
         q_BxLxHxQ, k_BxLxHxQ, v_BxLxHxQ = (
             layers.Dense((self.num_heads, self.head_dim), qkv_axes, dtype=self.dtype,
                          name=name)(x_BxLxD) for name in ("query", "key", "value"))
-        q_BxLxHxQ, k_BxLxHxQ = rope(q_BxLxHxQ, pos_L), rope(k_BxLxHxQ, pos_L)
+        q_BxLxHxQ, k_BxLxHxQ = rope(q_BxLxHxQ, pos_BxL), rope(k_BxLxHxQ, pos_BxL)
 
-        if cache is None:  # the parallel form: the keys are the chunk itself, C = L
-            keys_BxCxHxQ, values_BxCxHxQ, key_pos_C = k_BxLxHxQ, v_BxLxHxQ, pos_L
+        new = None
+        if cached is None:  # the parallel form: the keys are the chunk itself, C = L
+            keys_BxCxHxQ, values_BxCxHxQ, key_pos_BxC = k_BxLxHxQ, v_BxLxHxQ, pos_BxL
         else:
             if length > self.slots:
                 raise ValueError(f"a chunk of {length} frames exceeds the {self.slots}-slot "
                                  "cache; stream fewer blocks per call")
-            slot_L = pos_L % self.slots
-            keys_BxCxHxQ = cache["k"].at[:, slot_L].set(k_BxLxHxQ)
-            values_BxCxHxQ = cache["v"].at[:, slot_L].set(v_BxLxHxQ)
-            cache = {"k": keys_BxCxHxQ, "v": values_BxCxHxQ}
-            slot_C = jnp.arange(self.slots)
-            key_pos_C = slot_C + self.slots * ((pos + length - 1 - slot_C) // self.slots)
+            new = {"k": k_BxLxHxQ, "v": v_BxLxHxQ}
+            keys_BxCxHxQ = jnp.concatenate([cached["k"], k_BxLxHxQ], axis=1)
+            values_BxCxHxQ = jnp.concatenate([cached["v"], v_BxLxHxQ], axis=1)
+            key_pos_BxC = jnp.concatenate(
+                [RingLayout(0, self.slots).slot_positions(pos_B), pos_BxL], axis=1)
 
-        q_block_L = pos_L // self.frames_per_block
-        k_block_C = key_pos_C // self.frames_per_block
-        mask_LxC = ((key_pos_C >= 0)[None, :]
-                    & (k_block_C[None, :] <= q_block_L[:, None])
-                    & (k_block_C[None, :] > q_block_L[:, None] - self.window_blocks))
+        q_block_BxL = pos_BxL // self.frames_per_block
+        k_block_BxC = key_pos_BxC // self.frames_per_block
+        mask_BxLxC = ((key_pos_BxC >= 0)[:, None, :]
+                      & (k_block_BxC[:, None, :] <= q_block_BxL[:, :, None])
+                      & (k_block_BxC[:, None, :] > q_block_BxL[:, :, None] - self.window_blocks))
+        mask_BxHxLxC = mask_BxLxC[:, None]
         logits_BxHxLxC = jnp.einsum("blhq,bchq->bhlc", q_BxLxHxQ, keys_BxCxHxQ,
                                     preferred_element_type=jnp.float32)
-        logits_BxHxLxC = jnp.where(mask_LxC, logits_BxHxLxC * self.head_dim ** -0.5,
+        logits_BxHxLxC = jnp.where(mask_BxHxLxC, logits_BxHxLxC * self.head_dim ** -0.5,
                                    jnp.finfo(jnp.float32).min)
         probs_BxHxLxC = jax.nn.softmax(logits_BxHxLxC, axis=-1).astype(self.dtype)
         att_BxLxHxQ = jnp.einsum("bhlc,bchq->blhq", probs_BxHxLxC, values_BxCxHxQ)
@@ -103,4 +109,13 @@ class TransformerLayer(nn.Module):
                                        dtype=self.dtype, name="mlp_in")(x_BxLxD))
         h_BxLxD = h_BxLxD + layers.Dense(self.width, ("mlp", "embed"), dtype=self.dtype,
                                          name="mlp_out")(x_BxLxI)
-        return layers.constrain(h_BxLxD, ("batch", "length", "embed")), cache
+        return layers.constrain(h_BxLxD, ("batch", "length", "embed")), new
+
+
+def write_chunk(cache: dict[str, jax.Array], new: dict[str, jax.Array],
+                pos_B: jax.Array) -> dict[str, jax.Array]:
+    """Writes the stack's new keys/values (YxBxLxHxQ) at each row's ring slots."""
+    slots = cache["k"].shape[2]
+    length = new["k"].shape[2]
+    slots_BxL = (pos_B[:, None] + jnp.arange(length)) % slots
+    return {n: write_rows(cache[n], new[n], slots_BxL) for n in ("k", "v")}

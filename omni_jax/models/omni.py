@@ -166,14 +166,16 @@ class OmniModel(nn.Module):
 
     def prompt(self, carry: dict, prompt_tokens_BxP: jax.Array) -> dict:
         """Runs the text prompt through the LLM, filling its cache."""
-        b, p = prompt_tokens_BxP.shape
-        positions_BxP = jnp.broadcast_to(carry["llm"]["index"] + jnp.arange(p), (b, p))
+        positions_BxP = carry["llm"]["index"][:, None] + jnp.arange(prompt_tokens_BxP.shape[1])
         _, _, llm_cache = self.llm.step(self.llm.embed(prompt_tokens_BxP), positions_BxP,
                                         carry["llm"])
         return dict(carry, llm=llm_cache)
 
-    def step(self, carry: dict, env_audio_BxS, asst_audio_BxS, tokens_BxN):
-        """One block through every part; returns (carry, outputs of the block)."""
+    def step(self, carry: dict, env_audio_BxS, asst_audio_BxS, tokens_BxN,
+             attend_slots: int | None = None):
+        """One block through every part; returns (carry, outputs of the block).
+        `attend_slots` (static): the LLM reads only that prefix of its cache (at least the
+        largest row index; `kv_cache.attend_bucket`), None = all of it."""
         b, n = tokens_BxN.shape
         mel_2BxFxM, frontend_state = self.frontend.step(
             jnp.concatenate([env_audio_BxS, asst_audio_BxS]), carry["frontend"])
@@ -181,8 +183,7 @@ class OmniModel(nn.Module):
         env_Bx1xD, asst_Bx1xD = self._embed_audio(emb_2Bx1xE, b)
         tok_BxNxD = self.llm.embed(tokens_BxN)
         per_block = self.positions_per_block
-        positions_BxL = jnp.broadcast_to(carry["llm"]["index"] + jnp.arange(per_block),
-                                         (b, per_block))
+        positions_BxL = carry["llm"]["index"][:, None] + jnp.arange(per_block)
         if self.interleave:
             x_BxLxD = jnp.concatenate([env_Bx1xD, asst_Bx1xD.astype(env_Bx1xD.dtype),
                                        tok_BxNxD.astype(env_Bx1xD.dtype)], axis=1)
@@ -192,8 +193,11 @@ class OmniModel(nn.Module):
             new_memory_BxUxD = jnp.concatenate([env_Bx1xD, asst_Bx1xD], axis=1)  # U = 2
         logits_BxNxV, hidden_BxNxD, llm_cache = self.llm.step(
             x_BxLxD, positions_BxL, carry["llm"], new_memory_BxUxD,
-            output_index=np.arange(per_block - n, per_block))
-        mel_BxFxM, synth_cache = self.synth.step(hidden_BxNxD, carry["synth"])
+            output_index=np.arange(per_block - n, per_block), attend_slots=attend_slots)
+        synth_slots = None  # the synthesizer's blocks within the LLM's prefix
+        if attend_slots is not None:
+            synth_slots = max(1, -(-(attend_slots - self.config.data.prompt_len) // per_block))
+        mel_BxFxM, synth_cache = self.synth.step(hidden_BxNxD, carry["synth"], synth_slots)
         outputs = dict(logits=logits_BxNxV, mel=mel_BxFxM,
                        speak_logit=self._speak_logit(hidden_BxNxD[:, None])[:, 0])
         outputs = self._heard(outputs, emb_2Bx1xE, b)
@@ -207,6 +211,27 @@ class OmniModel(nn.Module):
 def has_ctc_head(config) -> bool:
     """Whether the model has the encoder's CTC head (`model.encoder.ctc_head`)."""
     return bool(config.model.encoder.get("ctc_head", False))
+
+
+def window_blocks(config) -> int:
+    """Blocks after the prompt a stream's LLM cache keeps (`model.llm.window` positions,
+    0 = max_len - prompt_len, in whole blocks)."""
+    window = (int(config.model.llm.get("window", 0))
+              or config.model.llm.max_len - config.data.prompt_len)
+    blocks = window // positions_per_block(config)
+    if blocks < 1:
+        raise ValueError(f"model.llm.window: {window} positions hold no block of "
+                         f"{positions_per_block(config)} (prompt_len {config.data.prompt_len}, "
+                         f"max_len {config.model.llm.max_len})")
+    return blocks
+
+
+def _batch_axis(one, two):
+    """(axis, rows per stream) where shapes at batch 1 and 2 differ; None if none does."""
+    for axis, (a, b) in enumerate(zip(one.shape, two.shape)):
+        if a != b:
+            return axis, a
+    return None
 
 
 def positions_per_block(config) -> int:
@@ -258,20 +283,30 @@ class DuplexModel:
         inputs = _inputs(self.dummy_batch(1, num_blocks))
         return jax.jit(lambda key: self.module.init(key, **inputs))(rng)
 
-    def init_carry(self, batch: int, num_blocks: int) -> dict:
-        """Zero streaming state for `num_blocks` blocks after the prompt (no parameters,
-        plain modules built outside any Flax context)."""
+    def init_carry(self, batch: int, num_blocks: int | None = None) -> dict:
+        """Zero streaming state (no parameters, plain modules built outside any Flax
+        context): caches for `num_blocks` blocks after the prompt, at most the window's
+        (`window_blocks`; None = the window). A longer stream slides: the LLM keeps the
+        prompt and the last window_blocks blocks, the synthesizer the same blocks."""
         c = self.config
         parts = _parts(c)
         both = NUM_STREAMS * batch
-        max_len = c.data.prompt_len + num_blocks * positions_per_block(c)
+        kept = window_blocks(c) if num_blocks is None else min(num_blocks, window_blocks(c))
         return dict(
             frontend=parts["frontend"].init_state(both),
             encoder=parts["encoder"].init_state(both),
-            llm=parts["llm"].init_cache(batch, max_len=max_len,
-                                        max_memory=NUM_STREAMS * num_blocks),
-            synth=parts["synth"].init_cache(batch, num_blocks),
+            llm=parts["llm"].init_cache(
+                batch, max_len=c.data.prompt_len + kept * positions_per_block(c),
+                max_memory=NUM_STREAMS * (kept + (num_blocks is None or num_blocks > kept))),
+            synth=parts["synth"].init_cache(batch, kept),
         )
+
+    def batch_axes(self) -> dict:
+        """The carry's batch axis per leaf, as (axis, rows per stream) or None for a leaf
+        without one: found by comparing the carry's shapes at batch 1 and 2, so that it
+        follows the parts' own layouts (the encoder's 2B rows, the layer-major caches)."""
+        one, two = (jax.eval_shape(lambda b=b: self.init_carry(b, 1)) for b in (1, 2))
+        return jax.tree.map(_batch_axis, one, two)
 
     def parallel_forward(self, params, batch: dict) -> dict:
         return self.module.apply(params, **_inputs(batch))
@@ -280,9 +315,10 @@ class DuplexModel:
         carry = self.init_carry(prompt_tokens_BxP.shape[0], num_blocks)
         return self.module.apply(params, carry, prompt_tokens_BxP, method=OmniModel.prompt)
 
-    def step(self, params, carry: dict, block: dict) -> tuple[dict, dict]:
+    def step(self, params, carry: dict, block: dict, attend_slots: int | None = None
+             ) -> tuple[dict, dict]:
         return self.module.apply(params, carry, block["env_audio"], block["asst_audio"],
-                                 block["tokens"], method=OmniModel.step)
+                                 block["tokens"], attend_slots, method=OmniModel.step)
 
     def scan_forward(self, params, batch: dict) -> dict:
         """`step` scanned over the K blocks with teacher forcing; outputs batch-major."""

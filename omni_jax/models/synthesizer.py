@@ -20,11 +20,11 @@ until the `synth_delay_tokens`-th text token of a turn, and the synthesizer lear
 
 Layers are stacked with `layers.stack_layers` (parameters carry a leading `layers` axis)
 and rematerialised with the named policy `remat`. `step` appends one block to a fixed-size
-cache (`init_cache`):
-  index   int32 []          blocks written so far (also the next block's RoPE position)
+cache (`init_cache`), read by every layer and written once after them:
+  index   int32 B           blocks written so far per row (the next block's RoPE position)
   k, v    YxBxCxGxQ         keys/values of the Y layers over C = max_blocks slots (compute
-                            dtype); a step past C overwrites the last slot (see
-                            `attention.write`), so the caller sizes C to the longest turn.
+                            dtype), a ring (`omni_jax.models.kv_cache`): past C blocks the
+                            synthesizer reads the last C blocks and its own.
 
 Shape letters: `omni_jax.models`. The input `h` is at the LLM width (D of the caller, the
 LLM); after `in_proj` the decoder runs at `synth.width`, the D of this module.
@@ -44,7 +44,8 @@ from jax.sharding import PartitionSpec as P
 
 from omni_jax.audio.frontend import SILENCE_LOG_MEL
 from omni_jax.models import layers
-from omni_jax.models.attention import cached_mask, causal_mask
+from omni_jax.models.attention import causal_mask
+from omni_jax.models.kv_cache import RingLayout, write_rows
 from omni_jax.models.layers import DTYPES, REMAT_POLICIES
 from omni_jax.models.llm import DecoderLayer, LlmSpec
 from omni_jax.models.lora import LoraSpec
@@ -54,16 +55,17 @@ OUT_INIT_SCALE = 1e-4  # output-kernel variance scale: init outputs within ~0.01
 
 
 class _BlockLayer(nn.Module):
-    """One scanned decoder layer over blocks: (x, cache slice) -> (x, new cache slice)."""
+    """One scanned decoder layer over blocks: (x, cache slice read) -> (x, the block's new
+    keys/values)."""
 
     spec: LlmSpec
     dtype: jnp.dtype
 
     @nn.compact
-    def __call__(self, x_BxKxD, cache, positions_BxK, mask_BxKxC, index):
-        x_BxKxD, cache, _ = DecoderLayer(self.spec, False, self.dtype, name="layer")(
-            x_BxKxD, positions_BxK, mask_BxKxC, None, None, cache, index, None, None)
-        return x_BxKxD, cache
+    def __call__(self, x_BxKxD, cached, positions_BxK, mask_BxKxC):
+        x_BxKxD, new, _ = DecoderLayer(self.spec, False, self.dtype, name="layer")(
+            x_BxKxD, positions_BxK, mask_BxKxC, None, None, cached, None, None)
+        return x_BxKxD, None if cached is None else new  # no stacked k/v in training
 
 
 class Synthesizer(nn.Module):
@@ -108,7 +110,7 @@ class Synthesizer(nn.Module):
         self.in_proj = layers.Dense(spec.width, (None, None, "embed"), axis=(-2, -1),
                                     dtype=dtype)
         self.layers = layers.stack_layers(_BlockLayer, spec.num_layers, self.remat,
-                                          num_broadcast_args=3)(spec, dtype)
+                                          num_broadcast_args=2)(spec, dtype)
         self.final_norm = layers.RMSNorm(dtype)
         self.out_proj = layers.Dense(
             (self.frames_per_block, self.n_mels), ("embed", None, "mel"), dtype=dtype,
@@ -119,16 +121,15 @@ class Synthesizer(nn.Module):
                                                      (None, "mel")),
             (self.frames_per_block, self.n_mels), jnp.float32)
 
-    def _decode(self, h_BxKxNxD, positions_BxK, mask_BxKxC, cache=None):
+    def _decode(self, h_BxKxNxD, positions_BxK, mask_BxKxC, cached=None):
+        """`cached`: the Y layers' keys/values a step reads (None in the parallel form).
+        Returns the mel and the chunk's new keys/values (YxBxKxGxQ, None in parallel)."""
         x_BxKxD = self.in_proj(self.in_norm(h_BxKxNxD.astype(DTYPES[self.dtype])))
         x_BxKxD = layers.constrain(x_BxKxD, ("batch", "blocks", "embed"))
-        layer_cache, index = None, None
-        if cache is not None:
-            layer_cache, index = {"k": cache["k"], "v": cache["v"]}, cache["index"]
-        x_BxKxD, layer_cache = self.layers(x_BxKxD, layer_cache, positions_BxK, mask_BxKxC,
-                                           index)
+        x_BxKxD, new = self.layers(x_BxKxD, cached, positions_BxK, mask_BxKxC)
         mel_BxKxFxM = self.out_proj(self.final_norm(x_BxKxD)).astype(jnp.float32) + self.out_bias
-        return layers.constrain(mel_BxKxFxM, ("batch", "blocks", None, "mel")), layer_cache
+        return (layers.constrain(mel_BxKxFxM, ("batch", "blocks", None, "mel")),
+                None if cached is None else new)
 
     def __call__(self, h_BxKxNxD: jax.Array) -> jax.Array:
         """Parallel form over K blocks, causal over blocks (C = K keys): float32
@@ -138,13 +139,26 @@ class Synthesizer(nn.Module):
         mel_BxKxFxM, _ = self._decode(h_BxKxNxD, positions_BxK, causal_mask(k)[None])
         return mel_BxKxFxM
 
-    def step(self, h_BxNxD: jax.Array, cache: Cache) -> tuple[jax.Array, Cache]:
-        """Streaming form: one block -> (float32 mel_BxFxM, cache); equals `__call__`."""
-        index, num_slots = cache["index"], cache["k"].shape[2]
-        positions_Bx1 = jnp.full((h_BxNxD.shape[0], 1), index)
-        mel_Bx1xFxM, layer_cache = self._decode(h_BxNxD[:, None], positions_Bx1,
-                                                cached_mask(index, 1, num_slots), cache)
-        return mel_Bx1xFxM[:, 0], dict(layer_cache, index=index + 1)
+    def step(self, h_BxNxD: jax.Array, cache: Cache, attend_slots: int | None = None
+             ) -> tuple[jax.Array, Cache]:
+        """Streaming form: one block -> (float32 mel_BxFxM, cache); equals `__call__` while
+        the stream fits the C slots, and slides after (block k reads blocks k - C .. k).
+        `attend_slots` (static): read only that prefix (at least the largest row index)."""
+        b = h_BxNxD.shape[0]
+        index_B = cache["index"]
+        layout = RingLayout(0, cache["k"].shape[2])
+        read = layout.capacity if attend_slots is None else min(layout.capacity,
+                                                                 int(attend_slots))
+        key_pos_BxS = layout.slot_positions(index_B, read)
+        mask_Bx1xC = jnp.concatenate([layout.visible(key_pos_BxS, index_B),
+                                      jnp.ones((b, 1, 1), bool)], axis=-1)
+        positions_Bx1 = index_B[:, None]
+        mel_Bx1xFxM, new = self._decode(h_BxNxD[:, None], positions_Bx1, mask_Bx1xC,
+                                        {n: cache[n][:, :, :read] for n in ("k", "v")})
+        slots_Bx1 = layout.slots(positions_Bx1)
+        return mel_Bx1xFxM[:, 0], {"index": index_B + 1,
+                                   **{n: write_rows(cache[n], new[n], slots_Bx1)
+                                      for n in ("k", "v")}}
 
     def init_cache(self, batch: int, max_blocks: int) -> Cache:
         """An empty cache for C = `max_blocks` blocks (needs no parameters)."""
@@ -152,14 +166,14 @@ class Synthesizer(nn.Module):
         kv_shape = (spec.num_layers, batch, max_blocks, spec.num_kv_heads, spec.head_dim)
         dtype = DTYPES[self.dtype]
         # Separate buffers for k and v: a donated carry must not hold one buffer twice.
-        return {"index": jnp.zeros((), jnp.int32), "k": jnp.zeros(kv_shape, dtype),
+        return {"index": jnp.zeros((batch,), jnp.int32), "k": jnp.zeros(kv_shape, dtype),
                 "v": jnp.zeros(kv_shape, dtype)}
 
     @staticmethod
     def cache_axes() -> dict[str, P]:
         """Logical partition specs of the `init_cache` entries."""
         kv = P("layers", "batch", "blocks", "heads", "kv")
-        return {"index": P(), "k": kv, "v": kv}
+        return {"index": P("batch"), "k": kv, "v": kv}
 
     def dummy_inputs(self, batch: int = 1, blocks: int = 1,
                      tokens_per_block: int = 1) -> jax.Array:

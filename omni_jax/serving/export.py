@@ -21,11 +21,11 @@ pytrees flattened in `jax.tree.leaves` order; `manifest.json` names every leaf (
 path), shape and dtype. What the runner does with them is described in
 `omni_jax/serving/export_runner.py`, which is copied in as `run_exported.py`.
 
-Fixed at export time: the batch B (`--batch`), and the carry's capacity, `max_blocks` =
-ceil(max_seconds / block_ms) blocks after the prompt (the LLM and synthesizer caches are
-sized for it; memory and per-block attention work grow with it). Beyond the trained length
-RoPE extrapolates (runs; quality untested); the manifest records `training_blocks`,
-`positions` and `llm_max_len`. Parameters are stored as they were restored (same dtypes).
+Fixed at export time: the batch B (`--batch`), and `max_blocks` = ceil(max_seconds /
+block_ms) blocks after the prompt (the LLM and synthesizer caches are sized for it, at most
+the model's window `model.llm.window`, past which they slide). Beyond the trained length
+the model runs untested; the manifest records `training_blocks`, `positions` and
+`llm_max_len`. Parameters are stored as they were restored (same dtypes).
 By default the functions are lowered for both CPU and CUDA, so one folder serves either.
 """
 
@@ -202,7 +202,7 @@ def export_loaded(run, out_dir: str | os.PathLike, *, batch: int = 1,
     positions = int(config.data.prompt_len) + max_blocks * positions_per_block(config)
     if positions > config.model.llm.max_len or max_blocks > config.data.num_blocks:
         log.warning("max_blocks=%d (%d positions) is beyond the trained length (%d blocks, "
-                    "llm.max_len %d): RoPE extrapolates", max_blocks, positions,
+                    "llm.max_len %d): the caches slide (untested past training)", max_blocks, positions,
                     config.data.num_blocks, config.model.llm.max_len)
     lowered = lower(run.model, run.params, batch, max_blocks, platforms,
                     vocab_size=int(run.tokenizer.vocab_size))

@@ -35,16 +35,15 @@ Exit status: 0 when at least one file was processed or skipped and none failed, 
 failed without --strict; 1 when every attempted file failed, when no input.wav was found,
 or (with --strict) when any file failed. A workdir that cannot be loaded fails at once.
 
-Long inputs. The engine sizes the LLM and synthesizer caches for the whole file
-(`DuplexModel.init_state(num_blocks)`), so memory grows linearly with duration (per stream:
-2 * llm layers * (prompt_len + K * (2 + N)) * kv_heads * head_dim values for the LLM cache
-alone: at K = 7500, ~90 MB for configs/tiny.py in float32, ~0.74 GB for configs/omni_1b.py
-in bfloat16) and the attention work per block grows with the position. Files up to
-`--max_seconds` (default 600 s = 7500 blocks of 80 ms) are processed whole; a longer one
-is a per-file error naming the limit, raised from the header before any audio is decoded.
-Beyond the trained length (`data.num_blocks`, `model.llm.max_len`) RoPE extrapolates: it
-runs, the quality is untested; output.json records `training_blocks`, `positions` and
-`llm_max_len` and the log warns. Each file is padded with silence to a multiple of
+Long inputs. The engine sizes the LLM and synthesizer caches for the whole file, at most
+the model's window (`model.llm.window`, `DuplexModel.init_carry`); a longer file slides
+through them (the prompt pinned, the last window of blocks kept: `omni_jax.models.kv_cache`),
+so memory per stream is bounded by the window, not the duration. Files up to
+`--max_seconds` (default 600 s = 7500 blocks of 80 ms) are processed; a longer one is a
+per-file error naming the limit, raised from the header before any audio is decoded.
+Beyond the trained length (`data.num_blocks`) the model runs on a window it was not trained
+past: output.json records `training_blocks`, `positions` and `llm_max_len` and the log
+warns. Each file is padded with silence to a multiple of
 `--bucket_seconds` blocks so that files of similar length share one compiled cache shape;
 the padding comes after the input (the model is causal), so it changes no output, and it is
 cut off before anything is written.
