@@ -55,6 +55,10 @@ def _broken(mutate):
                 setattr(c.model.llm, "cross_attention_every", 3)),
      "model.llm.cross_attention_every"),
     (lambda c: setattr(c.model.llm, "max_len", 100), "model.llm.max_len"),
+    (lambda c: setattr(c.model.llm, "window", 100), "model.llm.window"),  # not whole blocks
+    (lambda c: setattr(c.model.llm, "window", 2 * c.model.llm.max_len), "model.llm.window"),
+    (lambda c: setattr(c.model.llm, "window", -3), "model.llm.window"),
+    (lambda c: setattr(c.model.llm, "cache_update", "twice"), "model.llm.cache_update"),
     (lambda c: setattr(c.loss, "think_form", "hinge"), "loss.think_form"),
     (lambda c: (setattr(c.model, "thinking", "negative_ce"),
                 setattr(c.loss, "lambda_think", 0.5)), "loss.lambda_think"),
