@@ -30,10 +30,10 @@ def rope(x_BxLxHxQ: jax.Array, pos_BxL: jax.Array, theta: float = 10000.0) -> ja
     half = x_BxLxHxQ.shape[-1] // 2
     freq_J = theta ** (-jnp.arange(half, dtype=jnp.float32) / half)
     angle_BxLxJ = pos_BxL.astype(jnp.float32)[:, :, None] * freq_J
-    sin_Lx1xJ, cos_Lx1xJ = jnp.sin(angle_BxLxJ)[:, :, None], jnp.cos(angle_BxLxJ)[:, :, None]
+    sin_BxLx1xJ, cos_BxLx1xJ = jnp.sin(angle_BxLxJ)[:, :, None], jnp.cos(angle_BxLxJ)[:, :, None]
     x1_BxLxHxJ, x2_BxLxHxJ = jnp.split(x_BxLxHxQ.astype(jnp.float32), 2, axis=-1)
-    rotated_BxLxHxQ = jnp.concatenate([x1_BxLxHxJ * cos_Lx1xJ - x2_BxLxHxJ * sin_Lx1xJ,
-                                       x2_BxLxHxJ * cos_Lx1xJ + x1_BxLxHxJ * sin_Lx1xJ],
+    rotated_BxLxHxQ = jnp.concatenate([x1_BxLxHxJ * cos_BxLx1xJ - x2_BxLxHxJ * sin_BxLx1xJ,
+                                       x2_BxLxHxJ * cos_BxLx1xJ + x1_BxLxHxJ * sin_BxLx1xJ],
                                       axis=-1)
     return rotated_BxLxHxQ.astype(x_BxLxHxQ.dtype)
 
