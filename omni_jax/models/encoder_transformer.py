@@ -115,7 +115,6 @@ class TransformerLayer(nn.Module):
 def write_chunk(cache: dict[str, jax.Array], new: dict[str, jax.Array],
                 pos_B: jax.Array) -> dict[str, jax.Array]:
     """Writes the stack's new keys/values (YxBxLxHxQ) at each row's ring slots."""
-    slots = cache["k"].shape[2]
-    length = new["k"].shape[2]
-    slots_BxL = (pos_B[:, None] + jnp.arange(length)) % slots
+    layout = RingLayout(0, cache["k"].shape[2])
+    slots_BxL = layout.slots(pos_B[:, None] + jnp.arange(new["k"].shape[2]))
     return {n: write_rows(cache[n], new[n], slots_BxL) for n in ("k", "v")}

@@ -393,10 +393,9 @@ class LLM(nn.Module):
             memory_layout = RingLayout(0, cache["memory_k"].shape[2])
             memory_pos_BxU = memory_layout.slot_positions(cache["memory_index"])
             memory_count_B = cache["memory_index"] + num_new
-            seen_BxU = (memory_pos_BxU >= 0) & (
-                memory_pos_BxU >= memory_count_B[:, None] - memory_layout.window)
-            memory_mask_Bx1xU = jnp.concatenate(
-                [seen_BxU, jnp.ones((b, num_new), bool)], axis=-1)[:, None]
+            memory_mask_Bx1xU = jnp.concatenate(  # the last U entries, the new ones too
+                [memory_layout.visible(memory_pos_BxU, memory_count_B),
+                 jnp.ones((b, 1, num_new), bool)], axis=-1)
             memory_slots_BxU = memory_layout.slots(cache["memory_index"][:, None]
                                                    + jnp.arange(num_new))
         elif new_memory_BxUxE is not None:
